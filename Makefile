@@ -1,0 +1,34 @@
+# The two commands of the README, plus helpers. Everything installs into .venv from PyPI, with
+# every version pinned in envs/constraints.txt (torch 2.13.0: the CPU wheel here, CUDA elsewhere).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 8
+
+.PHONY: run test test-all bench lint setup clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml envs/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c envs/constraints.txt -e '.[test]'
+	touch $@
+
+## run: the whole workflow on the bundled demo (synthetic IBL sessions)
+run: setup
+	$(BIN)/snakemake --cores $(CORES) results/figures/all.done
+
+## test: unit tests and the tiny end-to-end workflow
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/bench_binning.py
+
+lint: setup
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint || true
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,87 @@
+"""Atomic file writes and provenance metadata shared by every stage.
+
+Every output is written to a temporary file in the destination folder, then renamed into place,
+so a killed job never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import mtm
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_parquet(path: str | os.PathLike, table: pa.Table, metadata: dict[str, Any] | None = None) -> None:
+    """Write a pyarrow table (zstd) with `metadata` stored as JSON strings under `mtm.<key>`."""
+    if metadata:
+        extra = {f"mtm.{k}".encode(): json.dumps(v, default=_json_default).encode() for k, v in metadata.items()}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The `mtm.<key>` entries of a Parquet file's schema metadata, JSON-decoded."""
+    raw = pq.read_schema(path).metadata or {}
+    return {k.decode()[4:]: json.loads(v) for k, v in raw.items() if k.startswith(b"mtm.")}
+
+
+def config_hash(*sections: Any) -> str:
+    """A short, order-independent hash of config sections (dicts, lists, scalars)."""
+    blob = json.dumps(sections, sort_keys=True, default=_json_default).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def provenance(eid: str, *, config: Any = None, **extra: Any) -> dict[str, Any]:
+    """What produced a per-session file: eid, config hash, package version, creation time, ..."""
+    return {
+        "eid": eid,
+        "mtm_version": mtm.__version__,
+        "config_hash": config_hash(config) if config is not None else None,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and arrays, paths and dates show up in configs and QC summaries
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, (Path, datetime.date)):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

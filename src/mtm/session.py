@@ -1,0 +1,139 @@
+"""The binned session file (`binned.parquet`) and its fast loader.
+
+One row per kept trial. Columns:
+    trial_index      int64    row of the session's trials table
+    split            string   'train' | 'val' | 'test' (a function of eid and seed only)
+    align_time       float64  s, session clock, the alignment event of the trial
+    choice           int8     -1 / +1 (IBL: +1 is the correct response to a left stimulus)
+    block            float32  probabilityLeft of the block (0.2, 0.5, 0.8)
+    reward           int8     1 if rewarded (feedbackType == 1)
+    signed_contrast  float32  contrastRight - contrastLeft, in [-1, 1]
+    reaction_time    float32  s, firstMovement_times - stimOn_times
+    counts           fixed_size_list<uint8|uint16>[n_bins * n_units]  spike counts, (bin, unit) C order
+    wheel_speed      fixed_size_list<float32>[n_bins]   rad/s at bin centres (NaN: no data)
+    whisker_motion_energy fixed_size_list<float32>[n_bins]  a.u. at bin centres (NaN: no data)
+    true_rate        fixed_size_list<float32>[n_bins * n_units]  Hz, demo only: the generating rates
+Schema metadata (JSON under `mtm.*`): provenance, binning, units (one record per unit, column
+order), session (usable, reason, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mtm.io import read_parquet_metadata, write_parquet
+
+TRIAL_COLUMNS = {
+    "trial_index": pa.int64(),
+    "split": pa.string(),
+    "align_time": pa.float64(),
+    "choice": pa.int8(),
+    "block": pa.float32(),
+    "reward": pa.int8(),
+    "signed_contrast": pa.float32(),
+    "reaction_time": pa.float32(),
+}
+BEHAVIOUR_SIGNALS = ("wheel_speed", "whisker_motion_energy")
+UNIT_COLUMNS = ("uuid", "probe", "cluster_id", "allen", "beryl", "cosmos", "depth_um", "firing_rate", "label")
+
+
+@dataclass
+class SessionData:
+    """One binned session as arrays.
+
+    counts: (n_trials, n_bins, n_units) uint8/uint16 spike counts
+    wheel_speed, whisker_motion_energy: (n_trials, n_bins) float32, NaN where missing
+    true_rate: (n_trials, n_bins, n_units) float32 Hz, or None (real data)
+    trials: per-trial table (TRIAL_COLUMNS); units: per-unit table (UNIT_COLUMNS)
+    meta: the file's `mtm.*` metadata (provenance, binning, units, session)
+    """
+
+    counts: np.ndarray
+    wheel_speed: np.ndarray
+    whisker_motion_energy: np.ndarray
+    true_rate: np.ndarray | None
+    trials: pd.DataFrame
+    units: pd.DataFrame
+    meta: dict[str, Any]
+
+    @property
+    def eid(self) -> str:
+        return self.meta["provenance"]["eid"]
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.meta["session"]["usable"])
+
+    @property
+    def bin_size(self) -> float:
+        return float(self.meta["binning"]["bin_size"])
+
+    @property
+    def split(self) -> np.ndarray:
+        return self.trials["split"].to_numpy()
+
+    def regions(self, level: str = "beryl") -> np.ndarray:
+        """Region acronym of each unit, (n_units,), at level 'allen', 'beryl' or 'cosmos'."""
+        return self.units[level].to_numpy()
+
+
+def write_session(
+    path: str | Path,
+    *,
+    trials: pd.DataFrame,
+    counts: np.ndarray,
+    behaviour: dict[str, np.ndarray],
+    units: pd.DataFrame,
+    meta: dict[str, Any],
+    true_rate: np.ndarray | None = None,
+) -> None:
+    """Write a binned session atomically. Shapes as in SessionData; `trials` holds TRIAL_COLUMNS."""
+    n_trials, n_bins, n_units = counts.shape
+    if len(trials) != n_trials or len(units) != n_units:
+        raise ValueError(f"counts {counts.shape} disagree with {len(trials)} trials and {len(units)} units")
+    columns = {name: pa.array(trials[name].to_numpy(), type=kind) for name, kind in TRIAL_COLUMNS.items()}
+    columns["counts"] = _fixed_lists(counts, n_bins * n_units)
+    for name in BEHAVIOUR_SIGNALS:
+        columns[name] = _fixed_lists(behaviour[name].astype(np.float32), n_bins)
+    if true_rate is not None:
+        columns["true_rate"] = _fixed_lists(true_rate.astype(np.float32), n_bins * n_units)
+    unit_records = units.loc[:, list(UNIT_COLUMNS)].to_dict(orient="list")
+    write_parquet(path, pa.table(columns), {**meta, "units": unit_records})
+
+
+def _fixed_lists(array: np.ndarray, width: int) -> pa.FixedSizeListArray:
+    flat = pa.array(np.ascontiguousarray(array).reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, width)
+
+
+def load_session(path: str | Path, *, true_rate: bool = True) -> SessionData:
+    """Read a binned session into arrays (about 0.2 s for 700 units x 800 trials)."""
+    meta = read_parquet_metadata(path)
+    n_bins = int(meta["binning"]["n_bins"])
+    units = pd.DataFrame(meta["units"])
+    n_units = len(units)
+    names = pq.read_schema(path).names
+    columns = [c for c in names if true_rate or c != "true_rate"]
+    table = pq.read_table(path, columns=columns)
+    n_trials = table.num_rows
+
+    def unpack(name: str, shape: tuple[int, ...]) -> np.ndarray:
+        flat = table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        return flat.reshape(shape)
+
+    return SessionData(
+        counts=unpack("counts", (n_trials, n_bins, n_units)),
+        wheel_speed=unpack("wheel_speed", (n_trials, n_bins)),
+        whisker_motion_energy=unpack("whisker_motion_energy", (n_trials, n_bins)),
+        true_rate=unpack("true_rate", (n_trials, n_bins, n_units)) if "true_rate" in columns else None,
+        trials=table.select(list(TRIAL_COLUMNS)).to_pandas(),
+        units=units,
+        meta=meta,
+    )

@@ -1,0 +1,32 @@
+"""Train/val/test splits of trials that depend only on (eid, seed)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+def split_rng(eid: str, seed: int) -> np.random.Generator:
+    """A generator seeded from the eid and the seed alone, never from processing order."""
+    digest = hashlib.sha256(f"{eid}:{int(seed)}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def split_trials(eid: str, n_trials: int, *, seed: int = 42, fractions=(0.7, 0.1, 0.2)) -> np.ndarray:
+    """Split label ('train', 'val' or 'test') of each of `n_trials` trials, shape (n_trials,).
+
+    A seeded permutation cut at int(0.7 n) and int(0.8 n), as the MtM authors cut their splits,
+    but seeded per session so each session's split is reproducible from its eid.
+    """
+    fractions = np.asarray(fractions, dtype=float)
+    if fractions.shape != (3,) or np.any(fractions < 0) or not np.isclose(fractions.sum(), 1.0):
+        raise ValueError(f"split fractions must be 3 non-negative numbers summing to 1, got {fractions.tolist()}")
+    order = split_rng(eid, seed).permutation(n_trials)
+    cuts = (np.cumsum(fractions)[:2] * n_trials).astype(int)
+    labels = np.empty(n_trials, dtype=object)
+    for name, part in zip(SPLITS, np.split(order, cuts)):
+        labels[part] = name
+    return labels

@@ -1,0 +1,25 @@
+rule data_overview:
+    input:
+        qc=expand("results/sessions/{eid}/qc.json", eid=EIDS),
+        units=expand("results/sessions/{eid}/units.parquet", eid=EIDS),
+        trials=expand("results/sessions/{eid}/trials.parquet", eid=EIDS),
+    output:
+        png="results/figures/data_overview.png",
+        pdf="results/figures/data_overview.pdf",
+        caption="results/figures/data_overview.txt",
+    params:
+        demo=config["source"] == "demo",
+    log:
+        "results/logs/figures/data_overview.log",
+    localrule: True
+    script:
+        "../scripts/data_overview.py"
+
+
+rule all_figures:
+    input:
+        rules.data_overview.output,
+        "results/sessions/sessions.tsv",
+    output:
+        touch("results/figures/all.done"),
+    localrule: True

@@ -1,0 +1,78 @@
+# Per session: fetch -> qc -> bin. "Unusable" is a successful qc verdict; "broken" is a failure.
+
+
+rule fetch:
+    input:
+        fetch_inputs,
+    output:
+        manifest="results/sessions/{eid}/manifest.json",
+    params:
+        one={k: v for k, v in config["one"].items() if k not in ("username", "password", "token")},
+        version=mtm.__version__,
+    log:
+        "results/logs/fetch/{eid}.log",
+    retries: 2
+    threads: 1
+    resources:
+        ibl_api=1,
+        mem_mb=2000,
+        runtime=60,
+    script:
+        "../scripts/fetch.py"
+
+
+rule qc:
+    input:
+        manifest=rules.fetch.output.manifest,
+    output:
+        units="results/sessions/{eid}/units.parquet",
+        trials="results/sessions/{eid}/trials.parquet",
+        behaviour="results/sessions/{eid}/behaviour.parquet",
+        qc="results/sessions/{eid}/qc.json",
+    params:
+        config=public_config(["units", "trials", "binning"]),
+        version=mtm.__version__,
+    log:
+        "results/logs/qc/{eid}.log",
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=20,
+    script:
+        "../scripts/qc.py"
+
+
+rule bin:
+    input:
+        manifest=rules.fetch.output.manifest,
+        units=rules.qc.output.units,
+        trials=rules.qc.output.trials,
+        behaviour=rules.qc.output.behaviour,
+        qc=rules.qc.output.qc,
+        truth=truth_input,
+    output:
+        binned="results/sessions/{eid}/binned.parquet",
+    params:
+        config=public_config(["binning", "splits"]),
+        version=mtm.__version__,
+    log:
+        "results/logs/bin/{eid}.log",
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=20,
+    script:
+        "../scripts/bin.py"
+
+
+rule sessions_table:
+    input:
+        qc=expand("results/sessions/{eid}/qc.json", eid=EIDS),
+        binned=expand("results/sessions/{eid}/binned.parquet", eid=EIDS),
+    output:
+        "results/sessions/sessions.tsv",
+    log:
+        "results/logs/sessions_table.log",
+    localrule: True
+    script:
+        "../scripts/sessions_table.py"

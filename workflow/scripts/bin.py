@@ -1,0 +1,16 @@
+from mtm.logs import log_to_file
+
+log_to_file(snakemake.log[0])
+from mtm.ibl.bin_session import bin_session
+
+inputs = snakemake.input
+bin_session(
+    manifest=inputs.manifest,
+    units=inputs.units,
+    trials=inputs.trials,
+    behaviour=inputs.behaviour,
+    qc=inputs.qc,
+    truth=inputs.truth or None,
+    config=snakemake.params.config,
+    output=snakemake.output.binned,
+)

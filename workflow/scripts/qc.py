@@ -1,0 +1,6 @@
+from mtm.logs import log_to_file
+
+log_to_file(snakemake.log[0])
+from mtm.ibl.qc import run_qc
+
+run_qc(snakemake.input.manifest, snakemake.params.config, dict(snakemake.output.items()))

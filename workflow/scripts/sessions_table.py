@@ -1,0 +1,6 @@
+from mtm.logs import log_to_file
+
+log_to_file(snakemake.log[0])
+from mtm.ibl.sessions_table import write_sessions_table
+
+write_sessions_table(list(snakemake.input.qc), snakemake.output[0])
