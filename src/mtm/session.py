@@ -98,7 +98,10 @@ def write_session(
     n_trials, n_bins, n_units = counts.shape
     if len(trials) != n_trials or len(units) != n_units:
         raise ValueError(f"counts {counts.shape} disagree with {len(trials)} trials and {len(units)} units")
-    columns = {name: pa.array(trials[name].to_numpy(), type=kind) for name, kind in TRIAL_COLUMNS.items()}
+    columns = {
+        name: pa.array(trials[name].to_numpy().astype(str) if kind == pa.string() else trials[name].to_numpy(), type=kind)
+        for name, kind in TRIAL_COLUMNS.items()
+    }
     columns["counts"] = _fixed_lists(counts, n_bins * n_units)
     for name in BEHAVIOUR_SIGNALS:
         columns[name] = _fixed_lists(behaviour[name].astype(np.float32), n_bins)
