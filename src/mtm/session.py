@@ -111,8 +111,10 @@ def write_session(
     write_parquet(path, pa.table(columns), {**meta, "units": unit_records})
 
 
-def _fixed_lists(array: np.ndarray, width: int) -> pa.FixedSizeListArray:
+def _fixed_lists(array: np.ndarray, width: int) -> pa.Array:
     flat = pa.array(np.ascontiguousarray(array).reshape(-1))
+    if width == 0:  # a session without units: Arrow has no zero-width fixed-size lists
+        return pa.array([[]] * len(array), type=pa.list_(flat.type))
     return pa.FixedSizeListArray.from_arrays(flat, width)
 
 

@@ -68,7 +68,7 @@ def bin_session(
         probe_units = unit_table[unit_table["probe"] == probe["name"]]
         times, clusters = load_spikes(session, probe["name"])
         rows = probe_units["cluster_id"].to_numpy()
-        lookup = np.full(max(int(clusters.max(initial=-1)), int(rows.max(initial=-1))) + 1, -1, dtype=np.int64)
+        lookup = np.full(max(int(clusters.max(initial=0)), int(rows.max(initial=0))) + 1, -1, dtype=np.int64)
         lookup[rows] = np.arange(len(rows))  # cluster row -> unit column, -1 for unselected clusters
         blocks.append(bin_spikes(times, lookup[clusters], len(probe_units), align, window=window, bin_size=bin_size))
     # qc lists units probe by probe in manifest order, the order in which the blocks are concatenated

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -239,6 +240,13 @@ def fetch_session(eid: str, config: dict[str, Any], manifest_path: str | Path, *
     return manifest
 
 
+def _download(one, eid: str, rel_path: str) -> None:
+    with warnings.catch_warnings():
+        # ONE warns when an exact, older revision is asked for: that is what a revision pin does
+        warnings.filterwarnings("ignore", message=".*may have been revised.*")
+        one.load_datasets(eid, [rel_path], download_only=True, check_hash=False)
+
+
 def _fetch(one, eid: str, settings: dict[str, Any]) -> dict[str, Any]:
     import one as one_package
 
@@ -256,7 +264,7 @@ def _fetch(one, eid: str, settings: dict[str, Any]) -> dict[str, Any]:
         size = None if pd.isna(row.file_size) else int(row.file_size)
         md5 = row.hash if isinstance(row.hash, str) and row.hash else None
         path = session_path / row.rel_path
-        download = lambda rel=row.rel_path: one.load_datasets(eid, [rel], download_only=True, check_hash=False)
+        download = lambda rel=row.rel_path: _download(one, eid, rel)
         for attempt in range(2 if remote else 1):
             with_retries(download, what=f"{eid} {row.rel_path}", retries=int(settings.get("retries", 4)))
             try:

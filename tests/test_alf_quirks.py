@@ -1,0 +1,185 @@
+"""fetch -> qc -> bin on demo sessions with the quirks real IBL sessions have.
+
+Revision folders, two probes, a session numbered 002, wheel length mismatches, camera times
+longer than frames, a missing left camera, truncated files, parallel fetches into one cache.
+"""
+
+import json
+import multiprocessing
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mtm.demo import demo_sessions, write_demo_session
+from mtm.ibl.bin_session import bin_session
+from mtm.ibl.errors import SessionDataError
+from mtm.ibl.fetch import fetch_session
+from mtm.ibl.local_session import open_session
+from mtm.ibl.one_cache import write_one_tables
+from mtm.ibl.qc import run_qc
+from mtm.session import load_session
+
+SESSIONS = demo_sessions(4)  # plain; revised; plain; revised, 2 probes, numbered 002
+PLAIN, REVISED, TWO_PROBES = SESSIONS[0], SESSIONS[1], SESSIONS[3]
+CONFIG = {"units": {"min_units": 5}, "trials": {"min_trials": 20}}
+
+
+@pytest.fixture(scope="module")
+def demo_cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    for i, session in enumerate(SESSIONS):
+        write_demo_session(root / "cache", root / "truth", session, n_units=12, n_trials=100, seed=3, revised=i % 2 == 1)
+    write_one_tables(root / "cache", {s.rel_path: s.eid for s in SESSIONS}, hash_files=True)
+    return root
+
+
+@pytest.fixture
+def cache(demo_cache, tmp_path):
+    """A private copy of the demo cache that a test may damage."""
+    shutil.copytree(demo_cache / "cache", tmp_path / "cache")
+    return tmp_path / "cache"
+
+
+def retable(cache: Path) -> None:
+    """Rebuild the ONE tables after changing files, as a cache that really holds those files."""
+    write_one_tables(cache, {s.rel_path: s.eid for s in SESSIONS}, hash_files=True)
+
+
+def run(cache: Path, eid: str, out: Path, truth: Path | None = None, **one) -> tuple[dict, dict, object]:
+    config = {**CONFIG, "one": {"mode": "local", "cache_dir": str(cache), **one}}
+    manifest = fetch_session(eid, config, out / "manifest.json")
+    paths = {k: out / f"{k}.{'json' if k == 'qc' else 'parquet'}" for k in ("units", "trials", "behaviour", "qc")}
+    verdict = run_qc(out / "manifest.json", config, paths)
+    bin_session(manifest=out / "manifest.json", **paths, config=config, output=out / "binned.parquet", truth=truth)
+    return manifest, verdict, load_session(out / "binned.parquet")
+
+
+def test_revision_folder_is_default_and_pin_selects_the_older_sort(demo_cache, tmp_path):
+    cache = demo_cache / "cache"
+    manifest, verdict, _ = run(cache, REVISED.eid, tmp_path / "default")
+    assert manifest["probes"][0]["revision"] == "2024-05-06"
+    assert all("#2024-05-06#" in d["rel_path"] for d in manifest["datasets"] if "/pykilosort/" in d["rel_path"])
+    old_manifest, old_verdict, _ = run(cache, REVISED.eid, tmp_path / "pinned", revision="2023-01-01")
+    assert old_manifest["probes"][0]["revision"] == ""
+    assert not any("#" in d["rel_path"] for d in old_manifest["datasets"])
+    # the older sort has different content: other clusters
+    assert old_verdict["n_units_total"] != verdict["n_units_total"]
+
+
+def test_two_probes_and_a_session_numbered_002(demo_cache, tmp_path):
+    truth = demo_cache / "truth" / f"{TWO_PROBES.eid}.npz"
+    manifest, verdict, session = run(demo_cache / "cache", TWO_PROBES.eid, tmp_path, truth=truth)
+    assert manifest["session_path"].endswith("/002") and manifest["session_path"] == TWO_PROBES.rel_path
+    assert [p["name"] for p in manifest["probes"]] == ["probe00", "probe01"]
+    assert session.units["probe"].tolist() == sorted(session.units["probe"]) and set(session.units["probe"]) == {"probe00", "probe01"}
+    assert session.counts.shape[2] == verdict["n_units_selected"] == 12
+    # counts of the two probes follow their own true rates
+    expected = np.nanmean(session.true_rate, axis=(0, 1)) * session.bin_size
+    assert np.corrcoef(expected, session.counts.mean(axis=(0, 1)))[0, 1] > 0.9
+
+
+def test_wheel_length_mismatch_is_repaired_and_noted(cache, tmp_path):
+    path = cache / PLAIN.rel_path / "alf/_ibl_wheel.position.npy"
+    np.save(path, np.append(np.load(path), 0.0))
+    retable(cache)
+    _, verdict, session = run(cache, PLAIN.eid, tmp_path)
+    assert verdict["wheel"] and any("truncated" in w for w in verdict["warnings"])
+    assert np.isfinite(session.wheel_speed).mean() > 0.99
+
+
+def test_camera_times_longer_than_frames(cache, tmp_path):
+    path = cache / PLAIN.rel_path / "alf/_ibl_leftCamera.times.npy"
+    times = np.load(path)
+    np.save(path, np.concatenate([times[0] - np.arange(5, 0, -1) / 60.0, times]))
+    retable(cache)
+    _, verdict, session = run(cache, PLAIN.eid, tmp_path)
+    assert verdict["whisker_camera"] == "left"
+    behaviour = pd.read_parquet(tmp_path / "behaviour.parquet")
+    whisker = behaviour[behaviour["signal"] == "whisker_motion_energy"]
+    np.testing.assert_array_equal(whisker["times"].to_numpy(), times)  # the leading extra stamps dropped
+    assert np.isfinite(session.whisker_motion_energy).mean() > 0.99
+
+
+def test_no_left_camera_falls_back_to_the_right_one(cache, tmp_path):
+    for name in ("_ibl_leftCamera.times.npy", "leftCamera.ROIMotionEnergy.npy"):
+        (cache / PLAIN.rel_path / "alf" / name).unlink()
+    retable(cache)
+    _, verdict, session = run(cache, PLAIN.eid, tmp_path)
+    assert verdict["whisker_camera"] == "right"
+    assert np.isfinite(session.whisker_motion_energy).mean() > 0.99
+
+
+def test_behaviour_in_a_revision_folder(cache, tmp_path):
+    alf = cache / PLAIN.rel_path / "alf"
+    (alf / "#2024-05-06#").mkdir()
+    for name in ("_ibl_wheel.position.npy", "_ibl_wheel.timestamps.npy"):
+        (alf / name).rename(alf / "#2024-05-06#" / name)
+    retable(cache)
+    manifest, verdict, _ = run(cache, PLAIN.eid, tmp_path)
+    assert "alf/#2024-05-06#/_ibl_wheel.position.npy" in {d["rel_path"] for d in manifest["datasets"]}
+    assert verdict["wheel"]
+
+
+def test_truncated_file_is_named_at_fetch(cache, tmp_path):
+    rel = "alf/probe00/pykilosort/spikes.times.npy"
+    path = cache / PLAIN.rel_path / rel
+    path.write_bytes(path.read_bytes()[:-800])  # the dataset record still has the full size
+    with pytest.raises(SessionDataError) as err:
+        run(cache, PLAIN.eid, tmp_path)
+    assert PLAIN.eid in str(err.value) and rel in str(err.value) and "truncated" in str(err.value)
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_truncated_file_without_size_record_is_named(cache, tmp_path):
+    rel = "alf/probe00/pykilosort/spikes.clusters.npy"
+    path = cache / PLAIN.rel_path / rel
+    path.write_bytes(path.read_bytes()[:-40])
+    retable(cache)  # the records now describe the truncated file: only its header can tell
+    with pytest.raises(SessionDataError, match=rf"{PLAIN.eid}: {rel}: unreadable .*truncated"):
+        run(cache, PLAIN.eid, tmp_path)
+
+
+def test_file_damaged_after_fetch_is_named_at_qc(cache, tmp_path):
+    config = {**CONFIG, "one": {"mode": "local", "cache_dir": str(cache)}}
+    manifest = fetch_session(PLAIN.eid, config, tmp_path / "manifest.json")
+    rel = "alf/_ibl_trials.table.pqt"
+    path = cache / PLAIN.rel_path / rel
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(SessionDataError, match=rf"{PLAIN.eid}: {rel}: size changed since fetch"):
+        open_session(manifest)
+
+
+def test_unusable_session_is_a_successful_output(demo_cache, tmp_path):
+    config = {"units": {"min_units": 1000}, "one": {"mode": "local", "cache_dir": str(demo_cache / "cache")}}
+    fetch_session(PLAIN.eid, config, tmp_path / "manifest.json")
+    paths = {k: tmp_path / f"{k}.{'json' if k == 'qc' else 'parquet'}" for k in ("units", "trials", "behaviour", "qc")}
+    verdict = run_qc(tmp_path / "manifest.json", config, paths)
+    assert not verdict["usable"] and "min_units 1000" in verdict["reason"]
+    bin_session(manifest=tmp_path / "manifest.json", **paths, config=config, output=tmp_path / "binned.parquet")
+    session = load_session(tmp_path / "binned.parquet")
+    assert session.counts.shape[0] == 0 and not session.usable
+    assert json.loads((tmp_path / "qc.json").read_text())["reason"] == verdict["reason"]
+
+
+def _fetch_in_process(args):
+    eid, cache, out = args
+    fetch_session(eid, {"one": {"mode": "local", "cache_dir": cache}}, out)
+    return out
+
+
+def test_parallel_fetches_leave_the_shared_cache_intact(demo_cache, tmp_path):
+    cache = demo_cache / "cache"
+    tables = {name: (cache / name).read_bytes() for name in ("sessions.pqt", "datasets.pqt")}
+    jobs = [(s.eid, str(cache), str(tmp_path / f"{s.eid}-{i}.json")) for i in range(2) for s in SESSIONS]
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        outputs = pool.map(_fetch_in_process, jobs)
+    for name, content in tables.items():
+        assert (cache / name).read_bytes() == content
+    manifests = [json.loads(Path(p).read_text()) for p in outputs]
+    assert [m["eid"] for m in manifests] == [j[0] for j in jobs]
+    assert manifests[0]["datasets"] == manifests[len(SESSIONS)]["datasets"]  # same session, same answer
+    for m in manifests:
+        open_session(m)  # every listed file exists with the recorded size

@@ -1,0 +1,102 @@
+"""The Snakemake workflow end to end on a tiny demo: outputs, sanity of the numbers, reruns, failures."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mtm.session import load_session
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    # --configfile takes several values, so it goes last, after the targets
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--configfile", "tests/config/tiny.yaml"]
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-5000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A copy of the workflow (own .snakemake/ state) that has run the tiny config once."""
+    wd = tmp_path_factory.mktemp("wf")
+    for name in ("Snakefile", "config.yaml", "workflow", "profiles", "tests/config"):
+        src, dst = REPO / name, wd / name
+        shutil.copytree(src, dst) if src.is_dir() else (dst.parent.mkdir(parents=True, exist_ok=True), shutil.copy(src, dst))
+    snakemake(wd, "results/figures/all.done")
+    return wd
+
+
+def eids_of(wd: Path) -> list[str]:
+    return pd.read_csv(wd / "results/sessions/sessions.tsv", sep="\t")["eid"].tolist()
+
+
+def test_default_config_dry_run():
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--quiet", "rules"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for rule in ("demo_cache", "fetch", "qc", "bin", "sessions_table", "data_overview"):
+        assert rule in result.stdout
+
+
+def test_outputs_and_sane_numbers(workdir):
+    table = pd.read_csv(workdir / "results/sessions/sessions.tsv", sep="\t")
+    assert len(table) == 3 and set(table["usable"]) == {"yes"}
+    for eid in table["eid"]:
+        s = load_session(workdir / f"results/sessions/{eid}/binned.parquet")
+        qc = json.loads((workdir / f"results/sessions/{eid}/qc.json").read_text())
+        assert s.counts.shape == (qc["n_trials_kept"], 100, qc["n_units_selected"])
+        assert set(s.split) == {"train", "val", "test"}
+        # the counts come from the true rates: their per-unit means agree, and they co-vary
+        expected = s.true_rate.mean(axis=(0, 1)) * s.bin_size
+        observed = s.counts.mean(axis=(0, 1))
+        assert np.corrcoef(expected, observed)[0, 1] > 0.95
+        assert abs(observed.sum() / expected.sum() - 1) < 0.1
+        assert np.isfinite(s.wheel_speed).mean() > 0.99 and np.isfinite(s.whisker_motion_energy).mean() > 0.99
+        assert set(np.unique(s.trials["choice"])) <= {-1, 1}
+    assert (workdir / "results/figures/data_overview.png").stat().st_size > 10_000
+
+
+def test_rerun_one_session_alone(workdir):
+    eid = eids_of(workdir)[0]
+    target = workdir / f"results/sessions/{eid}/binned.parquet"
+    before = {e: (workdir / f"results/sessions/{e}/binned.parquet").stat().st_mtime_ns for e in eids_of(workdir)}
+    target.unlink()
+    snakemake(workdir, f"results/sessions/{eid}/binned.parquet")
+    after = {e: (workdir / f"results/sessions/{e}/binned.parquet").stat().st_mtime_ns for e in before}
+    assert after[eid] != before[eid]
+    assert all(after[e] == before[e] for e in before if e != eid)
+
+
+def test_corrupt_session_fails_alone_with_a_clear_error(workdir):
+    eids = eids_of(workdir)
+    bad = eids[1]
+    manifest = json.loads((workdir / f"results/sessions/{bad}/manifest.json").read_text())
+    spikes = next(d["rel_path"] for d in manifest["datasets"] if d["rel_path"].endswith("spikes.times.npy"))
+    path = Path(manifest["cache_dir"]) / manifest["session_path"] / spikes
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a killed download
+    try:
+        for eid in eids:
+            shutil.rmtree(workdir / f"results/sessions/{eid}")
+        (workdir / "results/sessions/sessions.tsv").unlink()
+        shutil.rmtree(workdir / "results/figures")
+        result = snakemake(workdir, "--keep-going", "results/figures/all.done", check=False)
+        assert result.returncode != 0
+        log = (workdir / f"results/logs/fetch/{bad}.log").read_text()
+        assert bad in log and spikes in log and "truncated" in log
+        for eid in eids:
+            assert (workdir / f"results/sessions/{eid}/binned.parquet").exists() == (eid != bad)
+        assert not (workdir / "results/sessions/sessions.tsv").exists()
+    finally:
+        path.write_bytes(data)
+    snakemake(workdir, "results/figures/all.done")
+    assert len(pd.read_csv(workdir / "results/sessions/sessions.tsv", sep="\t")) == 3
