@@ -25,6 +25,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/bench_binning.py
+	$(BIN)/python bench/bench_load.py
 
 lint: setup
 	$(BIN)/snakefmt --check Snakefile workflow/rules

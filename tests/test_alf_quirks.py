@@ -183,3 +183,13 @@ def test_parallel_fetches_leave_the_shared_cache_intact(demo_cache, tmp_path):
     assert manifests[0]["datasets"] == manifests[len(SESSIONS)]["datasets"]  # same session, same answer
     for m in manifests:
         open_session(m)  # every listed file exists with the recorded size
+
+
+def test_corrupt_file_of_the_right_size_fails_its_md5(cache, tmp_path):
+    rel = "alf/_ibl_wheel.position.npy"
+    path = cache / PLAIN.rel_path / rel
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(SessionDataError, match=rf"{PLAIN.eid}: {rel}: md5 differs"):
+        run(cache, PLAIN.eid, tmp_path)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from mtm.ibl.errors import FetchError
-from mtm.ibl.fetch import connect, one_settings, select_datasets
+from mtm.ibl.fetch import connect, one_settings, select_datasets, with_retries
 
 
 def records(paths, default=None):
@@ -78,3 +78,36 @@ def test_remote_without_credentials_names_the_variables(monkeypatch):
 def test_local_without_tables(tmp_path):
     with pytest.raises(FetchError, match="no ONE cache tables"):
         connect(one_settings({"one": {"mode": "local", "cache_dir": str(tmp_path)}}))
+
+
+class FakeHTTPError(Exception):
+    def __init__(self, status):
+        self.response = type("Response", (), {"status_code": status})()
+
+
+def test_transient_errors_are_retried_then_given_up():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("reset by peer") if len(calls) == 1 else FakeHTTPError(503)
+        return "ok"
+
+    assert with_retries(flaky, what="x", retries=4, backoff_s=0) == "ok" and len(calls) == 3
+    calls.clear()
+    with pytest.raises(ConnectionError):
+        with_retries(lambda: calls.append(1) or (_ for _ in ()).throw(ConnectionError()), what="x", retries=2, backoff_s=0)
+    assert len(calls) == 3
+
+
+def test_permanent_errors_are_not_retried():
+    calls = []
+
+    def missing():
+        calls.append(1)
+        raise FakeHTTPError(404)
+
+    with pytest.raises(FakeHTTPError):
+        with_retries(missing, what="x", retries=4, backoff_s=0)
+    assert len(calls) == 1

@@ -25,13 +25,19 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     return result
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A copy of the workflow (own .snakemake/ state) that has run the tiny config once."""
-    wd = tmp_path_factory.mktemp("wf")
+def copy_workflow(wd: Path) -> Path:
+    """The workflow files in a fresh folder: its own results/ and .snakemake/ state."""
     for name in ("Snakefile", "config.yaml", "workflow", "profiles", "tests/config"):
         src, dst = REPO / name, wd / name
-        shutil.copytree(src, dst) if src.is_dir() else (dst.parent.mkdir(parents=True, exist_ok=True), shutil.copy(src, dst))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)
+    return wd
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A copy of the workflow that has run the tiny config once."""
+    wd = copy_workflow(tmp_path_factory.mktemp("wf"))
     snakemake(wd, "results/figures/all.done")
     return wd
 
@@ -40,11 +46,16 @@ def eids_of(wd: Path) -> list[str]:
     return pd.read_csv(wd / "results/sessions/sessions.tsv", sep="\t")["eid"].tolist()
 
 
-def test_default_config_dry_run():
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--quiet", "rules"], cwd=REPO, capture_output=True, text=True)
+def test_default_config_dry_run(tmp_path):
+    wd = copy_workflow(tmp_path)
+    cmd = [sys.executable, "-m", "snakemake", "-n", "results/figures/all.done", "--quiet", "rules"]
+    result = subprocess.run(cmd, cwd=wd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    for rule in ("demo_cache", "fetch", "qc", "bin", "sessions_table", "data_overview"):
-        assert rule in result.stdout
+    jobs = dict(line.split()[:2] for line in result.stdout.splitlines() if line.split()[:1] and line.split()[-1].isdigit())
+    # 6 demo sessions: one job per session for each per-session rule, one for each join
+    assert {rule: int(jobs.get(rule, 0)) for rule in ("demo_cache", "fetch", "qc", "bin", "sessions_table", "data_overview")} == {
+        "demo_cache": 1, "fetch": 6, "qc": 6, "bin": 6, "sessions_table": 1, "data_overview": 1
+    }
 
 
 def test_outputs_and_sane_numbers(workdir):
@@ -100,3 +111,8 @@ def test_corrupt_session_fails_alone_with_a_clear_error(workdir):
         path.write_bytes(data)
     snakemake(workdir, "results/figures/all.done")
     assert len(pd.read_csv(workdir / "results/sessions/sessions.tsv", sep="\t")) == 3
+
+
+def test_snakefiles_are_formatted():
+    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/rules"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -17,7 +17,9 @@ def session_eids():
     sessions = config["sessions"]
     if sessions is None:
         if config["source"] != "demo":
-            raise ValueError("config: `sessions` must list eids (or name a file) when source is not demo")
+            raise ValueError(
+                "config: `sessions` must list eids (or name a file) when source is not demo"
+            )
         from mtm.demo import demo_sessions
 
         return [s.eid for s in demo_sessions(config["demo"]["n_sessions"])]

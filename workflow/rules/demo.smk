@@ -3,15 +3,15 @@ rule demo_cache:
         sessions=f"{DEMO_CACHE}/sessions.pqt",
         datasets=f"{DEMO_CACHE}/datasets.pqt",
         truth=expand(f"{DEMO_TRUTH}/{{eid}}.npz", eid=EIDS),
-    params:
-        demo=config["demo"],
-        binning=config["binning"],
-        version=mtm.__version__,
     log:
         "results/logs/demo_cache.log",
     threads: 1
     resources:
         mem_mb=4000,
         runtime=10,
+    params:
+        demo=config["demo"],
+        binning=config["binning"],
+        version=mtm.__version__,
     script:
         "../scripts/demo_cache.py"

@@ -7,11 +7,11 @@ rule data_overview:
         png="results/figures/data_overview.png",
         pdf="results/figures/data_overview.pdf",
         caption="results/figures/data_overview.txt",
-    params:
-        demo=config["source"] == "demo",
     log:
         "results/logs/figures/data_overview.log",
     localrule: True
+    params:
+        demo=config["source"] == "demo",
     script:
         "../scripts/data_overview.py"
 

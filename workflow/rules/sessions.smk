@@ -6,9 +6,6 @@ rule fetch:
         fetch_inputs,
     output:
         manifest="results/sessions/{eid}/manifest.json",
-    params:
-        one={k: v for k, v in config["one"].items() if k not in ("username", "password", "token")},
-        version=mtm.__version__,
     log:
         "results/logs/fetch/{eid}.log",
     retries: 2
@@ -17,6 +14,13 @@ rule fetch:
         ibl_api=1,
         mem_mb=2000,
         runtime=60,
+    params:
+        one={
+            k: v
+            for k, v in config["one"].items()
+            if k not in ("username", "password", "token")
+        },
+        version=mtm.__version__,
     script:
         "../scripts/fetch.py"
 
@@ -29,15 +33,15 @@ rule qc:
         trials="results/sessions/{eid}/trials.parquet",
         behaviour="results/sessions/{eid}/behaviour.parquet",
         qc="results/sessions/{eid}/qc.json",
-    params:
-        config=public_config(["units", "trials", "binning"]),
-        version=mtm.__version__,
     log:
         "results/logs/qc/{eid}.log",
     threads: 1
     resources:
         mem_mb=8000,
         runtime=20,
+    params:
+        config=public_config(["units", "trials", "binning"]),
+        version=mtm.__version__,
     script:
         "../scripts/qc.py"
 
@@ -52,15 +56,15 @@ rule bin:
         truth=truth_input,
     output:
         binned="results/sessions/{eid}/binned.parquet",
-    params:
-        config=public_config(["binning", "splits"]),
-        version=mtm.__version__,
     log:
         "results/logs/bin/{eid}.log",
     threads: 1
     resources:
         mem_mb=8000,
         runtime=20,
+    params:
+        config=public_config(["binning", "splits"]),
+        version=mtm.__version__,
     script:
         "../scripts/bin.py"
 
