@@ -27,7 +27,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 def copy_workflow(wd: Path) -> Path:
     """The workflow files in a fresh folder: its own results/ and .snakemake/ state."""
-    for name in ("Snakefile", "config.yaml", "workflow", "profiles", "tests/config"):
+    for name in ("Snakefile", "config.yaml", "workflow", "profiles", "envs", "tests/config"):
         src, dst = REPO / name, wd / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)

@@ -1,10 +1,13 @@
 # Validation, the static session list, and input functions. Rules live in the other .smk files.
-import json
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
 
+sys.path.append(str(Path(workflow.basedir) / "src"))  # mtm from src/ when not installed
 import mtm
+
+CONDA_ENV = "../../envs/mtm.yaml"
 
 validate(config, schema="../schemas/config.schema.yaml")
 

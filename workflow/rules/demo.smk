@@ -5,6 +5,8 @@ rule demo_cache:
         truth=expand(f"{DEMO_TRUTH}/{{eid}}.npz", eid=EIDS),
     log:
         "results/logs/demo_cache.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=4000,

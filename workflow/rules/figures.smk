@@ -10,6 +10,8 @@ rule data_overview:
     log:
         "results/logs/figures/data_overview.log",
     localrule: True
+    conda:
+        CONDA_ENV
     params:
         demo=config["source"] == "demo",
     script:

@@ -9,6 +9,8 @@ rule fetch:
     log:
         "results/logs/fetch/{eid}.log",
     retries: 2
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         ibl_api=1,
@@ -35,6 +37,8 @@ rule qc:
         qc="results/sessions/{eid}/qc.json",
     log:
         "results/logs/qc/{eid}.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=8000,
@@ -58,6 +62,8 @@ rule bin:
         binned="results/sessions/{eid}/binned.parquet",
     log:
         "results/logs/bin/{eid}.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=8000,
@@ -78,5 +84,7 @@ rule sessions_table:
     log:
         "results/logs/sessions_table.log",
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../scripts/sessions_table.py"

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import _mtm_path  # noqa: F401  (mtm from src/ when not installed)
 from mtm.logs import log_to_file
 
 log_to_file(snakemake.log[0])

@@ -1,3 +1,4 @@
+import _mtm_path  # noqa: F401  (mtm from src/ when not installed)
 from mtm.logs import log_to_file
 
 log_to_file(snakemake.log[0])
