@@ -193,3 +193,30 @@ def test_corrupt_file_of_the_right_size_fails_its_md5(cache, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(SessionDataError, match=rf"{PLAIN.eid}: {rel}: md5 differs"):
         run(cache, PLAIN.eid, tmp_path)
+
+
+def test_session_without_trials_or_sorting_is_unusable_not_broken(cache, tmp_path):
+    (cache / PLAIN.rel_path / "alf/_ibl_trials.table.pqt").unlink()
+    for loose in (cache / PLAIN.rel_path / "alf").glob("_ibl_trials.*"):
+        loose.unlink()
+    shutil.rmtree(cache / REVISED.rel_path / "alf/probe00")
+    retable(cache)
+    _, verdict, session = run(cache, PLAIN.eid, tmp_path / "no-trials")
+    assert not verdict["usable"] and verdict["reason"] == "no trials table" and session.counts.shape[0] == 0
+    _, verdict, session = run(cache, REVISED.eid, tmp_path / "no-sorting")
+    assert not verdict["usable"] and verdict["reason"] == "no spike sorting" and session.counts.shape[2] == 0
+
+
+def test_local_fetch_and_qc_write_nothing_into_the_cache(cache, tmp_path):
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*")}
+    _, verdict, _ = run(cache, PLAIN.eid, tmp_path)
+    assert verdict["usable"]
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*")} == before  # a shared cache may be read-only
+
+
+def test_same_inputs_give_the_same_session(demo_cache, tmp_path):
+    _, _, a = run(demo_cache / "cache", PLAIN.eid, tmp_path / "a")
+    _, _, b = run(demo_cache / "cache", PLAIN.eid, tmp_path / "b")
+    assert np.array_equal(a.counts, b.counts) and np.array_equal(a.wheel_speed, b.wheel_speed, equal_nan=True)
+    pd.testing.assert_frame_equal(a.trials, b.trials)
+    pd.testing.assert_frame_equal(a.units, b.units)

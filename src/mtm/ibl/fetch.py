@@ -229,8 +229,10 @@ def fetch_session(eid: str, config: dict[str, Any], manifest_path: str | Path, *
     settings = one_settings(config)
     secrets = secrets_of(settings)
     one = one or connect(settings)
+    # Only downloads write to the cache: a local cache (perhaps read-only, shared) needs no lock.
+    lock = session_lock(Path(one.cache_dir), eid) if settings["mode"] == "remote" else contextlib.nullcontext()
     try:
-        with session_lock(Path(one.cache_dir), eid):
+        with lock:
             manifest = _fetch(one, eid, settings)
     except (FetchError, SessionDataError):
         raise

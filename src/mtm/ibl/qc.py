@@ -64,7 +64,9 @@ def run_qc(manifest_path: str | Path, config: dict[str, Any], outputs: dict[str,
         reasons.append("no spike sorting")
     elif n_units < min_units:
         reasons.append(f"{n_units} selected units < min_units {min_units}")
-    if n_trials < min_trials:
+    if len(trials) == 0:
+        reasons.append("no trials table")
+    elif n_trials < min_trials:
         reasons.append(f"{n_trials} usable trials < min_trials {min_trials}")
     verdict = dict(
         eid=eid,

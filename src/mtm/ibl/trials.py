@@ -16,8 +16,14 @@ EXCLUSION_REASONS = ("missing_event", "no_choice", "rt_too_short", "rt_too_long"
 
 
 def load_trials(session: LocalSession) -> pd.DataFrame:
-    """The session's trials table (`alf/[#rev#/]_ibl_trials.*`) via ibllib's SessionLoader."""
+    """The session's trials table (`alf/[#rev#/]_ibl_trials.*`) via ibllib's SessionLoader.
+
+    A session without any trials dataset gets an empty table (it will be unusable, not broken).
+    """
     from brainbox.io.one import SessionLoader
+
+    if not session.has("alf/*_ibl_trials.*"):
+        return pd.DataFrame(columns=[*REQUIRED_EVENTS, "goCue_times", "contrastLeft", "contrastRight"], dtype=float)
 
     loader = SessionLoader(one=session.one, eid=session.eid)
     try:

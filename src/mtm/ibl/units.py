@@ -12,6 +12,8 @@ from mtm.ibl.local_session import LocalSession
 from mtm.ibl.regions import AtlasStub, region_labels
 
 UNIT_RULES = ("all", "good")
+UNIT_TABLE_COLUMNS = ("uuid", "probe", "cluster_id", "channel", "depth_um", "atlas_id", "allen", "beryl", "cosmos",
+                      "label", "firing_rate", "n_spikes")  # fmt: skip
 
 
 def select_units(units: pd.DataFrame, *, rule: str = "all", min_firing_rate_hz: float = 0.0) -> np.ndarray:
@@ -52,7 +54,7 @@ def load_units(session: LocalSession) -> pd.DataFrame:
             raise SessionDataError(session.eid, where, f"spike sorting failed to load: {type(err).__name__}: {err}") from None
         frames.append(_probe_units(session.eid, probe, where, spikes, clusters, channels))
     if not frames:
-        return pd.DataFrame(columns=["uuid", "probe", "cluster_id", "allen", "beryl", "cosmos", "firing_rate", "label"])
+        return pd.DataFrame(columns=list(UNIT_TABLE_COLUMNS))
     return pd.concat(frames, ignore_index=True)
 
 
