@@ -12,6 +12,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/sessions.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:

@@ -1,0 +1,323 @@
+"""NDT1: a transformer over time bins of spike counts, trained by masked Poisson prediction.
+
+The model reads counts (B, T, N) -- B trials, T bins (20 ms each), N units of one session --
+and returns log firing rates (B, T, N) in log(spikes per bin). Each bin is one token: its N
+counts are embedded to `hidden` features. A few context tokens go in front of the time tokens:
+
+    [session?, prompt?, t0, t1, ..., t(T-1)]
+
+The session token says which recording the batch comes from, the prompt token which MtM
+masking scheme hid the input (`mtm.masking.MTM_SCHEMES` order). Context tokens see each other
+and every time token sees them; under a causal mask a time token sees no later bin, and the
+context tokens see no time token at all (else they would carry the future back to the past).
+
+Training: the caller passes raw counts and a `mtm.masking.Mask`; the forward pass zeroes the
+hidden entries and scores the target entries with the Poisson negative log-likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtm.masking import MTM_SCHEMES, Mask, apply_mask
+
+
+@dataclass(kw_only=True)
+class NDT1Config:
+    n_units: int  # input and output units of the (single) session
+    n_bins: int = 100  # the longest trial, in bins
+    hidden: int = 512
+    n_layers: int = 5
+    n_heads: int = 8
+    ffn: int = 1024  # MLP inner width
+    dropout: float = 0.4  # attention probabilities, attention output, MLP output
+    embed_dropout: float = 0.2
+    embed_mult: int = 2  # input embedding: Linear(N -> mult N) -> softsign -> Linear(-> hidden)
+    position: str = "learned"  # "learned" (one vector per bin) or "rope" (rotary, in attention)
+    use_prompt: bool = False  # a learned prompt token per MtM scheme
+    use_session: bool = True  # a learned session token
+    n_sessions: int = 1
+    loss: str = "mean"  # "mean": Poisson NLL per scored entry; "sum": summed (the authors' loss)
+
+    def __post_init__(self):
+        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.embed_dropout < 1.0):
+            raise ValueError("dropout probabilities must lie in [0, 1)")
+        if self.hidden % self.n_heads:
+            raise ValueError(f"hidden {self.hidden} is not a multiple of n_heads {self.n_heads}")
+        if self.position not in ("learned", "rope"):
+            raise ValueError(f"position must be 'learned' or 'rope', got {self.position!r}")
+        if self.loss not in ("mean", "sum"):
+            raise ValueError(f"loss must be 'mean' or 'sum', got {self.loss!r}")
+
+    @classmethod
+    def paper(cls, n_units: int, **overrides) -> NDT1Config:
+        """The size trained in the MtM paper (about 12.5 M parameters at 668 units)."""
+        return cls(n_units=n_units, **overrides)
+
+    @classmethod
+    def demo(cls, n_units: int, **overrides) -> NDT1Config:
+        """A small model that trains in seconds per epoch on 2 CPU cores."""
+        sizes = {"hidden": 128, "n_layers": 2, "n_heads": 4, "ffn": 256}
+        return cls(n_units=n_units, **{**sizes, **overrides})
+
+    @property
+    def n_context(self) -> int:
+        """Context tokens in front of the time tokens (session, prompt)."""
+        return int(self.use_session) + int(self.use_prompt)
+
+
+@dataclass
+class NDT1Output:
+    log_rates: torch.Tensor  # float32 (B, T, N), log(spikes per bin)
+    loss: torch.Tensor | None  # scalar; None without a mask or without scored entries
+    n_scored: int  # entries the loss scored
+
+
+def poisson_nll(
+    log_rates: torch.Tensor, counts: torch.Tensor, target: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
+    """Exact Poisson negative log-likelihood, in nats, of `counts` under rates exp(log_rates).
+
+    log_rates, counts: float (B, T, N); target: bool (B, T, N), the entries scored.
+    reduction: "mean" (per scored entry), "sum", or "none" (B, T, N) with zeros off target.
+
+    Per entry: exp(r) - k r + lgamma(k + 1). The lgamma term is constant in the parameters (so
+    it changes no gradient) but makes the value a true likelihood, comparable across datasets
+    and models; torch's PoissonNLLLoss(log_input=True) leaves it out. Off-target entries are
+    removed with `where`, never multiplied by zero, so neither their counts (which may be
+    garbage, e.g. padding) nor an overflowing exp(r) can leak a NaN into the loss or gradient.
+    """
+    r = log_rates.float().masked_fill(~target, 0.0)
+    k = counts.float().masked_fill(~target, 0.0)
+    nll = torch.where(target, r.exp() - k * r + torch.lgamma(k + 1.0), 0.0)
+    if reduction == "none":
+        return nll
+    if reduction == "sum":
+        return nll.sum()
+    if reduction == "mean":
+        return nll.sum() / target.sum().clamp_min(1)
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+Rotary = tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin) tables, or no rotary embedding
+
+
+def rotary_tables(length: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (length, head_dim) for rotary position embedding, positions 0..length-1."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate feature pairs (i, i + d/2) of x (B, H, L, d) by position-dependent angles."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+def dropout(x: torch.Tensor, p: float, *, training: bool) -> torch.Tensor:
+    """F.dropout(x, p, training), with a cheaper random mask on CPU.
+
+    On CPU, bernoulli_ (behind F.dropout) costs about 9 ns per element: at paper size a fifth
+    of an fp32 and over a third of a bf16 training step. Here each element instead gets a
+    15-bit uniform integer, two per 32-bit draw of torch's global generator, about 5x cheaper
+    all told; p is thus rounded to a multiple of 2^-15.
+    """
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, training=True)
+    n = x.numel()
+    words = torch.empty((n + 1) // 2, dtype=torch.int32, device=x.device).random_()  # 31 random bits
+    uniform15 = words.bitwise_and_(0x7FFF7FFF).view(torch.int16)[:n].view(x.shape)  # [0, 2^15)
+    return x * (uniform15 >= round(p * 32768)).to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
+class Attention(nn.Module):
+    def __init__(self, config: NDT1Config):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.hidden, 3 * config.hidden)
+        self.proj = nn.Linear(config.hidden, config.hidden)
+
+    def forward(self, x: torch.Tensor, *, allowed: torch.Tensor | None, rotary: Rotary) -> torch.Tensor:
+        """x (B, L, hidden) -> (B, L, hidden). allowed: bool (L, L), query i may see key j; None
+        for all. rotary: (cos, sin) tables (L, head_dim), or None for learned positions.
+        """
+        B, L, C = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
+        if rotary is not None:
+            cos, sin = (t.to(q.dtype) for t in rotary)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.training and self.dropout > 0 and x.device.type == "cpu":
+            # SDPA would fall back to this same math on CPU, but draw its dropout mask slowly
+            scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, heads, L, L)
+            if allowed is not None:
+                scores = scores.masked_fill(~allowed, float("-inf"))
+            y = dropout(scores.softmax(dim=-1), self.dropout, training=True) @ v
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+            )
+        y = self.proj(y.transpose(1, 2).reshape(B, L, C))
+        return dropout(y, self.dropout, training=self.training)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: NDT1Config):
+        super().__init__()
+        self.up = nn.Linear(config.hidden, config.ffn)
+        self.proj = nn.Linear(config.ffn, config.hidden)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(self.proj(F.gelu(self.up(x))), self.dropout, training=self.training)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: NDT1Config):
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(config.hidden)
+        self.attn = Attention(config)
+        self.ln_mlp = nn.LayerNorm(config.hidden)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, *, allowed: torch.Tensor | None, rotary: Rotary) -> torch.Tensor:
+        x = x + self.attn(self.ln_attn(x), allowed=allowed, rotary=rotary)
+        return x + self.mlp(self.ln_mlp(x))
+
+
+class NDT1(nn.Module):
+    def __init__(self, config: NDT1Config):
+        super().__init__()
+        self.config = config
+        c = config
+        # softsign bounds the wide embedding's features to (-1, 1): a few bursting units
+        # cannot dominate a token
+        self.embed = nn.Sequential(
+            nn.Linear(c.n_units, c.embed_mult * c.n_units),
+            nn.Softsign(),
+            nn.Linear(c.embed_mult * c.n_units, c.hidden),
+        )
+        self.session = nn.Embedding(c.n_sessions, c.hidden) if c.use_session else None
+        self.prompt = nn.Embedding(len(MTM_SCHEMES), c.hidden) if c.use_prompt else None
+        self.position = nn.Parameter(torch.zeros(c.n_bins, c.hidden)) if c.position == "learned" else None
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
+        self.ln_final = nn.LayerNorm(c.hidden)
+        self.readout = nn.Linear(c.hidden, c.n_units)
+
+        L = c.n_context + c.n_bins
+        # causal: query i sees key j if j is a context token or j <= i (context rows: context only)
+        i = torch.arange(L)
+        allowed = (i[None, :] <= i[:, None]) | (i[None, :] < c.n_context)  # (L queries, L keys)
+        self.register_buffer("causal_allowed", allowed, persistent=False)
+        if c.position == "rope":
+            # the context tokens take positions 0..n_context-1; bins follow, so bin t sits at
+            # n_context + t and the relative positions between bins are the bin offsets
+            cos, sin = rotary_tables(L, c.hidden // c.n_heads)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        # GPT-2: scale the residual branches' output layers so the residual stream's variance
+        # does not grow with depth
+        for block in self.blocks:
+            for proj in (block.attn.proj, block.mlp.proj):
+                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * c.n_layers))
+        if self.position is not None:
+            nn.init.normal_(self.position, std=0.02)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    @torch.no_grad()
+    def init_readout_bias(self, mean_counts: torch.Tensor) -> None:
+        """Start each unit's log rate at log(its mean count per bin); mean_counts float (N,).
+
+        The first steps then learn structure instead of each unit's overall rate, and silent
+        units start at a small rate (floored at 1e-3 spikes per bin) rather than at log 0.
+        """
+        self.readout.bias.copy_(mean_counts.to(self.readout.bias).clamp_min(1e-3).log())
+
+    def forward(
+        self,
+        counts: torch.Tensor,
+        *,
+        mask: Mask | None = None,
+        prompt: int | torch.Tensor | None = None,
+        session: torch.Tensor | None = None,
+    ) -> NDT1Output:
+        """counts: (B, T, N) raw spike counts (any real or integer dtype), T <= n_bins.
+        mask: entries to hide and score; None runs on the full input and returns no loss.
+        prompt: MtM scheme index (MTM_SCHEMES order), an int for the batch or long (B,);
+            required if and only if config.use_prompt.
+        session: long (B,) session index; None means session 0 (only when n_sessions == 1).
+        """
+        c = self.config
+        B, T, N = counts.shape
+        if N != c.n_units or T > c.n_bins:
+            raise ValueError(f"counts {tuple(counts.shape)} do not fit n_units {c.n_units}, n_bins {c.n_bins}")
+        if (prompt is None) == c.use_prompt:
+            raise ValueError("prompt is required if and only if config.use_prompt")
+        inputs = counts.float() if mask is None else apply_mask(counts, mask)
+        x = self.embed(inputs)  # (B, T, hidden)
+        if self.position is not None:
+            x = x + self.position[:T]
+
+        context = []
+        if self.session is not None:
+            if session is None:
+                if c.n_sessions != 1:
+                    raise ValueError("session is required when n_sessions > 1")
+                session = torch.zeros(B, dtype=torch.long, device=counts.device)
+            context.append(self.session(session))
+        if self.prompt is not None:
+            prompt = torch.as_tensor(prompt, dtype=torch.long, device=counts.device).expand(B)
+            context.append(self.prompt(prompt))
+        if context:
+            x = torch.cat([torch.stack(context, dim=1).to(x.dtype), x], dim=1)  # (B, L, hidden)
+        x = dropout(x, c.embed_dropout, training=self.training)
+
+        L = c.n_context + T
+        allowed = self.causal_allowed[:L, :L] if mask is not None and mask.causal else None
+        rotary = (self.rope_cos[:L], self.rope_sin[:L]) if c.position == "rope" else None
+        for block in self.blocks:
+            x = block(x, allowed=allowed, rotary=rotary)
+        log_rates = self.readout(self.ln_final(x[:, c.n_context :])).float()  # (B, T, N)
+
+        if mask is None:
+            return NDT1Output(log_rates=log_rates, loss=None, n_scored=0)
+        n_scored = int(mask.target.sum())
+        if n_scored == 0:
+            return NDT1Output(log_rates=log_rates, loss=None, n_scored=0)
+        loss = poisson_nll(log_rates, counts, mask.target, c.loss)
+        return NDT1Output(log_rates=log_rates, loss=loss, n_scored=n_scored)
+
+    def flops_per_sample(self, *, training: bool = True) -> float:
+        """Matmul FLOPs for one sample of n_bins bins (2 per multiply-add), attention scores
+        QK^T and mixing AV included, over all n_context + n_bins tokens (the causal mask is not
+        discounted: the kernels compute the full score matrix). Elementwise work (norms,
+        activations, softmax, loss) is left out. Training counts 3x the forward pass, the
+        usual convention (backward: gradients of activations and of weights); autograd skips
+        the gradient of the counts themselves, so it really does about 2% less.
+        """
+        c = self.config
+        T, L, H, N = c.n_bins, c.n_context + c.n_bins, c.hidden, c.n_units
+        embed = T * (N * c.embed_mult * N + c.embed_mult * N * H)
+        per_layer = L * H * 3 * H + 2 * L * L * H + L * H * H + 2 * L * H * c.ffn
+        readout = T * H * N
+        forward = 2 * (embed + c.n_layers * per_layer + readout)
+        return float(3 * forward if training else forward)

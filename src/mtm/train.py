@@ -1,0 +1,410 @@
+"""Train NDT1 on one session with a masking scheme, or with MtM's schedule of schemes.
+
+`train(data, config, out_dir)` writes into `out_dir`:
+    model.safetensors, config.json   the weights of the epoch with the lowest validation loss
+    log.csv                          one row per epoch (LOG_COLUMNS, then val_<scheme> per scheme)
+    state/                           the resumable training state, after every epoch; removed at the end
+A run that finds `state/` (from the same config and session) resumes from it. On the CPU a run
+killed at any point and restarted ends with weights bit-identical to an uninterrupted run: the
+data order and masks come from generators whose states are checkpointed, and so is torch's
+global RNG (dropout).
+
+Losses in the log are the exact Poisson negative log-likelihood per scored entry (nats,
+`mtm.models.ndt1.poisson_nll`), whatever the training loss reduction.
+The validation masks are drawn once from a generator seeded by (seed, "val"), so every epoch
+(and every run with that seed) is scored on the same entries; an MtM model is scored under
+each scheme of its schedule (with the scheme's prompt for "mtm-prompt"), and the losses are
+averaged over schemes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+import mtm
+from mtm.checkpoint import clear_state, load_state, save_model, save_skipped, save_state
+from mtm.data import REGION_LEVELS, SessionTensors
+from mtm.io import write_text
+from mtm.masking import MTM_SCHEMES, SCHEMES, Mask, make_mask, sample_scheme
+from mtm.models.ndt1 import NDT1, NDT1Config, poisson_nll
+from mtm.runtime import derive_seed, exit_on_sigterm, num_threads, progress_bar
+from mtm.session import load_session
+
+log = logging.getLogger(__name__)
+
+TRAIN_SCHEMES = (*SCHEMES, "mtm", "mtm-prompt")
+MODEL_SIZES = ("demo", "paper")
+PRECISIONS = ("auto", "fp32", "bf16")
+LOG_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "seconds")
+STATE_DIR = "state"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How to train one model.
+
+    scheme: a masking scheme (masking.SCHEMES), or "mtm" (one scheme of MTM_SCHEMES drawn per
+        batch) or "mtm-prompt" (the same, with the drawn scheme's prompt token)
+    model: NDT1 size, "demo" or "paper"; region_level: units' regions for region masking
+    epochs; batch_size in trials; lr: the peak learning rate of the one-cycle schedule (cosine,
+        starting at lr / 10, warming up for `warmup_fraction` of the steps, stepped per batch)
+    precision: "auto" (bf16 autocast on CUDA, fp32 on the CPU), "fp32" or "bf16"
+    device: "auto" (CUDA if available), or a torch device string
+    loss: the training loss over scored entries, "mean" or "sum"
+    """
+
+    scheme: str
+    model: str = "demo"
+    region_level: str = "beryl"
+    epochs: int = 15
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.15
+    seed: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+    loss: str = "mean"
+
+    def __post_init__(self) -> None:
+        choices = dict(
+            scheme=TRAIN_SCHEMES,
+            model=MODEL_SIZES,
+            region_level=REGION_LEVELS,
+            precision=PRECISIONS,
+            loss=("mean", "sum"),
+        )
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TrainConfig.{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr < 0 or not 0 < self.warmup_fraction < 1:
+            raise ValueError(
+                f"TrainConfig: need epochs >= 1, batch_size >= 1, lr >= 0, 0 < warmup_fraction < 1: {self}"
+            )
+
+    @property
+    def schemes(self) -> tuple[str, ...]:
+        """The masking schemes of the schedule."""
+        return MTM_SCHEMES if self.scheme in ("mtm", "mtm-prompt") else (self.scheme,)
+
+    @property
+    def use_prompt(self) -> bool:
+        return self.scheme == "mtm-prompt"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainResult:
+    """model: the best weights, in eval mode; history: the rows of log.csv."""
+
+    model: NDT1
+    best_epoch: int
+    best_val_loss: float
+    history: list[dict[str, float]]
+
+
+def build_model(config: TrainConfig, *, n_units: int, n_bins: int) -> NDT1:
+    preset = NDT1Config.paper if config.model == "paper" else NDT1Config.demo
+    model_config = dataclasses.replace(preset(n_units), n_bins=n_bins, use_prompt=config.use_prompt, loss=config.loss)
+    return NDT1(model_config)
+
+
+def prompt_of(scheme: str, *, use_prompt: bool) -> int | None:
+    """The prompt token index of `scheme` (its place in MTM_SCHEMES), or None without prompts."""
+    return MTM_SCHEMES.index(scheme) if use_prompt else None
+
+
+def fixed_masks(
+    data: SessionTensors, split: str, schemes: tuple[str, ...], *, seed: int, batch_size: int
+) -> dict[str, list[Mask]]:
+    """Masks for every batch of `split` (unshuffled) under each scheme, drawn from (seed, split) alone."""
+    generator = torch.Generator().manual_seed(derive_seed(seed, split))
+    shape = (data.n_bins, data.n_units)
+    return {
+        scheme: [
+            make_mask(scheme, shape=(len(trials), *shape), regions=data.regions, generator=generator)
+            for trials in data.batches(split, batch_size=batch_size)
+        ]
+        for scheme in schemes
+    }
+
+
+def masked_poisson_nll(log_rates: torch.Tensor, counts: torch.Tensor, target: torch.Tensor) -> tuple[float, int]:
+    """(the Poisson NLL summed over the `target` entries, their number); all (B, T, N)."""
+    return float(poisson_nll(log_rates, counts, target, reduction="sum")), int(target.sum())
+
+
+@torch.no_grad()
+def evaluate(
+    model: NDT1,
+    data: SessionTensors,
+    masks: dict[str, list[Mask]],
+    *,
+    split: str,
+    batch_size: int,
+    use_prompt: bool,
+    precision: str = "fp32",
+) -> dict[str, float]:
+    """Poisson NLL per scored entry of `split` under each scheme's masks (from `fixed_masks`)."""
+    model.eval()
+    device = next(model.parameters()).device
+    losses = {}
+    for scheme, scheme_masks in masks.items():
+        total, count = 0.0, 0
+        for trials, mask in zip(data.batches(split, batch_size=batch_size), scheme_masks, strict=True):
+            counts = data.counts[trials].to(device)
+            mask = _to_device(mask, device)
+            with _autocast(precision, device):
+                out = model(counts, mask=mask, prompt=prompt_of(scheme, use_prompt=use_prompt))
+            nll, n = masked_poisson_nll(out.log_rates, counts, mask.target)
+            total, count = total + nll, count + n
+        losses[scheme] = total / count if count else math.nan
+    return losses
+
+
+def resolve_device(device: str) -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def _autocast(precision: str, device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _to_device(mask: Mask, device: torch.device) -> Mask:
+    return dataclasses.replace(mask, hidden=mask.hidden.to(device), target=mask.target.to(device))
+
+
+class _Run:
+    """The mutable state of one training run: what a checkpoint holds."""
+
+    def __init__(self, data: SessionTensors, config: TrainConfig, device: torch.device) -> None:
+        self.data, self.config, self.device = data, config, device
+        torch.manual_seed(derive_seed(config.seed, "init"))  # weight init, then dropout
+        self.model = build_model(config, n_units=data.n_units, n_bins=data.n_bins).to(device)
+        # start at the per-unit mean rate of the train split: the null model every run must beat
+        self.model.init_readout_bias(data.counts[data.splits["train"]].mean(dim=(0, 1)))
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.steps_per_epoch = data.n_batches("train", batch_size=config.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer,
+            max_lr=config.lr,
+            total_steps=config.epochs * self.steps_per_epoch,
+            pct_start=config.warmup_fraction,
+            div_factor=10,
+            anneal_strategy="cos",
+        )
+        self.generators = {
+            name: torch.Generator().manual_seed(derive_seed(config.seed, name)) for name in ("data", "mask")
+        }
+        self.epoch, self.step = 0, 0
+        self.best_val_loss, self.best_epoch, self.best_weights = math.inf, 0, None
+        self.history: list[dict[str, float]] = []
+
+    def identity(self) -> dict[str, Any]:
+        """What a saved state must match to be resumed by this run."""
+        return {"config": dataclasses.asdict(self.config), "eid": self.data.eid, "shape": list(self.data.counts.shape)}
+
+    def state(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in self.generators.items()}}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            **self.identity(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_val_loss": self.best_val_loss,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "model": self.model.state_dict(),
+            "best_weights": self.best_weights,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        for name, generator in self.generators.items():
+            generator.set_state(state["rng"][name])
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.best_val_loss, self.best_epoch = state["best_val_loss"], state["best_epoch"]
+        self.best_weights = state["best_weights"]
+        self.history = state["history"]
+
+
+def train(
+    data: SessionTensors,
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    threads: int | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train on `data`'s train split, select on its val split; write `out_dir` (module docstring).
+
+    threads: torch's CPU threads for the run (None: as set). metadata: extra config.json entries.
+    """
+    if not (len(data.splits["train"]) and len(data.splits["val"])):
+        raise ValueError(
+            f"{data.eid}: training needs train and val trials, has {({k: len(v) for k, v in data.splits.items()})}"
+        )
+    out_dir = Path(out_dir)
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    with num_threads(threads), exit_on_sigterm():
+        run = _Run(data, config, device)
+        _resume(run, out_dir / STATE_DIR)
+        val_masks = fixed_masks(data, "val", config.schemes, seed=config.seed, batch_size=config.batch_size)
+        bar = progress_bar(total=config.epochs * run.steps_per_epoch, initial=run.step)
+        try:
+            while run.epoch < config.epochs:
+                started = time.perf_counter()
+                train_loss = _train_epoch(run, precision, bar)
+                val = evaluate(
+                    run.model,
+                    data,
+                    val_masks,
+                    split="val",
+                    batch_size=config.batch_size,
+                    use_prompt=config.use_prompt,
+                    precision=precision,
+                )
+                _end_epoch(run, train_loss, val, seconds=time.perf_counter() - started)
+                save_state(out_dir / STATE_DIR, run.state())
+                bar.set_postfix_str(f"epoch {run.epoch} val {run.history[-1]['val_loss']:.4f}")
+        finally:
+            bar.close()
+        if run.best_weights is None:
+            raise RuntimeError(f"{data.eid}: the validation loss was never finite: {run.history}")
+        run.model.load_state_dict(run.best_weights)
+        run.model.eval()
+        save_model(out_dir, run.model, _metadata(run, precision, metadata or {}))
+        _write_log(out_dir / "log.csv", run.history, config.schemes)
+        clear_state(out_dir / STATE_DIR)
+    return TrainResult(model=run.model, best_epoch=run.best_epoch, best_val_loss=run.best_val_loss, history=run.history)
+
+
+def _resume(run: _Run, state_dir: Path) -> None:
+    state = load_state(state_dir)
+    if state is None:
+        return
+    saved = {k: state[k] for k in run.identity()}
+    if saved != run.identity():
+        log.warning("%s: the state in %s is of another run (%s); starting afresh", run.data.eid, state_dir, saved)
+        clear_state(state_dir)
+        return
+    run.restore(state)
+    log.info("%s: resumed after epoch %d (step %d)", run.data.eid, run.epoch, run.step)
+
+
+def _train_epoch(run: _Run, precision: str, bar) -> float:
+    """One pass over the train split; returns the Poisson NLL per scored entry."""
+    config, data, device = run.config, run.data, run.device
+    run.model.train()
+    total, count = 0.0, 0
+    for trials in data.batches("train", batch_size=config.batch_size, generator=run.generators["data"], shuffle=True):
+        scheme = sample_scheme(config.schemes, generator=run.generators["mask"])
+        mask = make_mask(
+            scheme,
+            shape=(len(trials), data.n_bins, data.n_units),
+            regions=data.regions,
+            generator=run.generators["mask"],
+        )
+        counts, mask = data.counts[trials].to(device), _to_device(mask, device)
+        with _autocast(precision, device):
+            out = run.model(counts, mask=mask, prompt=prompt_of(scheme, use_prompt=config.use_prompt))
+        run.optimizer.zero_grad(set_to_none=True)
+        if out.n_scored:  # a mask can score nothing (e.g. inter-region masking of a one-region session)
+            out.loss.backward()
+            run.optimizer.step()
+            nll, n = masked_poisson_nll(out.log_rates.detach(), counts, mask.target)
+            total, count = total + nll, count + n
+        run.scheduler.step()
+        run.step += 1
+        bar.update()
+    return total / count if count else math.nan
+
+
+def _end_epoch(run: _Run, train_loss: float, val: dict[str, float], *, seconds: float) -> None:
+    run.epoch += 1
+    val_loss = sum(val.values()) / len(val)
+    if val_loss < run.best_val_loss:
+        run.best_val_loss, run.best_epoch = val_loss, run.epoch
+        run.best_weights = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    row = dict(
+        epoch=run.epoch,
+        step=run.step,
+        train_loss=train_loss,
+        val_loss=val_loss,
+        lr=run.scheduler.get_last_lr()[0],
+        seconds=seconds,
+        **{f"val_{scheme}": loss for scheme, loss in val.items()},
+    )
+    run.history.append(row)
+    log.info(
+        "%s %s: epoch %d/%d train %.5f val %.5f lr %.2e %.1f s",
+        run.data.eid, run.config.scheme, run.epoch, run.config.epochs, train_loss, val_loss, row["lr"], seconds,
+    )  # fmt: skip
+
+
+def _metadata(run: _Run, precision: str, extra: dict[str, Any]) -> dict[str, Any]:
+    data = run.data
+    return {
+        "eid": data.eid,
+        "training": dataclasses.asdict(run.config),
+        "schemes": list(run.config.schemes),
+        "prompt_schemes": list(MTM_SCHEMES) if run.config.use_prompt else None,
+        "region_level": data.region_level,
+        "region_names": list(data.region_names),
+        "regions": data.regions.tolist(),
+        "n_trials": {split: len(trials) for split, trials in data.splits.items()},
+        "best_epoch": run.best_epoch,
+        "best_val_loss": run.best_val_loss,
+        "device": str(run.device),
+        "precision": precision,
+        "torch_version": torch.__version__,
+        "mtm_version": mtm.__version__,
+        **extra,
+    }
+
+
+def _write_log(path: Path, history: list[dict[str, float]], schemes: tuple[str, ...]) -> None:
+    columns = [*LOG_COLUMNS, *(f"val_{s}" for s in schemes)]
+    write_text(path, pd.DataFrame(history, columns=columns).to_csv(index=False))
+
+
+def train_session(
+    binned_path: str | Path, out_dir: str | Path, config: TrainConfig, *, threads: int | None = None
+) -> TrainResult | None:
+    """Train on one binned session (see mtm.session). An unusable session is skipped, not an
+    error: `config.json` says why, `model.safetensors` holds no tensors, `log.csv` no rows; returns None.
+    """
+    session = load_session(binned_path, true_rate=False)
+    metadata = {"binned": str(binned_path), "provenance": session.meta.get("provenance")}
+    if not session.usable:
+        reason = session.meta["session"].get("reason") or "unusable session"
+        save_skipped(out_dir, reason, {"eid": session.eid, "training": dataclasses.asdict(config), **metadata})
+        _write_log(Path(out_dir) / "log.csv", [], config.schemes)
+        log.info("%s: skipped, %s", session.eid, reason)
+        return None
+    data = SessionTensors.from_session(session, region_level=config.region_level)
+    return train(data, config, out_dir, threads=threads, metadata=metadata)

@@ -1,0 +1,14 @@
+import _mtm_path  # noqa: F401  (mtm from src/ when not installed)
+from mtm.logs import log_to_file
+
+log_to_file(snakemake.log[0])
+from pathlib import Path
+
+from mtm.train import TrainConfig, train_session
+
+train_session(
+    snakemake.input.binned,
+    Path(snakemake.output.model).parent,
+    TrainConfig(scheme=snakemake.wildcards.scheme, **snakemake.params.training),
+    threads=snakemake.threads,
+)
