@@ -11,8 +11,8 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/sessions.smk"
-include: "workflow/rules/figures.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

@@ -74,6 +74,10 @@ def test_outputs_and_sane_numbers(workdir):
         assert np.isfinite(s.wheel_speed).mean() > 0.99 and np.isfinite(s.whisker_motion_energy).mean() > 0.99
         assert set(np.unique(s.trials["choice"])) <= {-1, 1}
     assert (workdir / "results/figures/data_overview.png").stat().st_size > 10_000
+    for scheme in ("temporal", "mtm-prompt"):
+        for eid in table["eid"]:
+            log = pd.read_csv(workdir / f"results/models/ndt1/{scheme}/single/{eid}/log.csv")
+            assert len(log) == 2 and np.isfinite(log["val_loss"]).all()
 
 
 def test_rerun_one_session_alone(workdir):
