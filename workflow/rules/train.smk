@@ -34,7 +34,7 @@ rule train_single:
         "results/benchmarks/train/ndt1/{scheme}/single/{eid}.tsv"
     conda:
         CONDA_ENV
-    threads: 2
+    threads: config["training"]["threads"]
     resources:
         mem_mb=config["training"]["mem_mb"],
         runtime=config["training"]["runtime"],
