@@ -5,7 +5,6 @@ Every run uses one torch thread: fast on 2 shared cores, and the same numerics i
 
 import dataclasses
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +29,6 @@ from mtm.models.ndt1 import poisson_nll
 from mtm.session import load_session
 from mtm.train import TrainConfig, evaluate, fixed_masks, train, train_session
 
-REPO = Path(__file__).resolve().parents[1]
 RESUMABLE = TrainConfig(scheme="mtm-prompt", epochs=4, lr=1e-3, seed=7)
 TRAIN_IN_SUBPROCESS = (
     "import json, sys; from mtm.train import TrainConfig, train_session; "
@@ -269,28 +267,3 @@ def test_state_round_trip_and_a_write_killed_midway(tmp_path, monkeypatch):
     save_state(tmp_path, {**state, "best": 2.0})
     assert load_state(tmp_path)["best"] == 2.0
     assert len(list(tmp_path.glob("*.safetensors"))) == 1  # the orphan and the old state are gone
-
-
-@pytest.mark.slow
-def test_train_all_dry_run(tmp_path):
-    for name in ("Snakefile", "config.yaml", "workflow", "profiles", "envs", "tests/config"):
-        src, dst = REPO / name, tmp_path / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-n",
-        "train_all",
-        "--quiet",
-        "rules",
-        "--configfile",
-        "tests/config/tiny.yaml",
-    ]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    jobs = dict(
-        line.split()[:2] for line in result.stdout.splitlines() if line.split()[-1:] and line.split()[-1].isdigit()
-    )
-    assert int(jobs["train_single"]) == 7 * 3  # the default schemes x the tiny config's sessions

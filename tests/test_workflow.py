@@ -52,9 +52,11 @@ def test_default_config_dry_run(tmp_path):
     result = subprocess.run(cmd, cwd=wd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     jobs = dict(line.split()[:2] for line in result.stdout.splitlines() if line.split()[:1] and line.split()[-1].isdigit())
-    # 6 demo sessions: one job per session for each per-session rule, one for each join
-    assert {rule: int(jobs.get(rule, 0)) for rule in ("demo_cache", "fetch", "qc", "bin", "sessions_table", "data_overview")} == {
-        "demo_cache": 1, "fetch": 6, "qc": 6, "bin": 6, "sessions_table": 1, "data_overview": 1
+    # 6 demo sessions: one job per session for each per-session rule, one for each join, and a
+    # model per session for each of the 7 rows of the paper's single-session ablation
+    rules = ("demo_cache", "fetch", "qc", "bin", "sessions_table", "data_overview", "train_single")
+    assert {rule: int(jobs.get(rule, 0)) for rule in rules} == {
+        "demo_cache": 1, "fetch": 6, "qc": 6, "bin": 6, "sessions_table": 1, "data_overview": 1, "train_single": 42
     }
 
 
