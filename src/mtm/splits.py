@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
+
+from mtm.seeds import derive_seed
 
 SPLITS = ("train", "val", "test")
 
 
 def split_rng(eid: str, seed: int) -> np.random.Generator:
     """A generator seeded from the eid and the seed alone, never from processing order."""
-    digest = hashlib.sha256(f"{eid}:{int(seed)}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    return np.random.default_rng(derive_seed(seed, "splits", eid))
 
 
 def split_trials(eid: str, n_trials: int, *, seed: int = 42, fractions=(0.7, 0.1, 0.2)) -> np.ndarray:

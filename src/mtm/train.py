@@ -36,7 +36,8 @@ from mtm.data import REGION_LEVELS, SessionTensors
 from mtm.io import write_text
 from mtm.masking import MTM_SCHEMES, SCHEMES, Mask, make_mask, sample_scheme
 from mtm.models.ndt1 import NDT1, NDT1Config, poisson_nll
-from mtm.runtime import derive_seed, exit_on_sigterm, num_threads, progress_bar
+from mtm.runtime import exit_on_sigterm, num_threads, progress_bar
+from mtm.seeds import derive_seed
 from mtm.session import load_session
 
 log = logging.getLogger(__name__)
