@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 8
 
-.PHONY: run test test-all bench lint setup clean
+.PHONY: run test bench lint setup clean
 
 setup: $(VENV)/.installed
 
@@ -26,10 +26,11 @@ test: setup
 bench: setup
 	$(BIN)/python bench/bench_binning.py
 	$(BIN)/python bench/bench_load.py
+	$(BIN)/python bench/bench_train.py
 
 lint: setup
 	$(BIN)/snakefmt --check Snakefile workflow/rules
-	$(BIN)/snakemake --lint || true
+	$(BIN)/snakemake --lint
 
 clean:
 	rm -rf results .snakemake
