@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from mtm.ibl.errors import FetchError
-from mtm.ibl.fetch import connect, one_settings, select_datasets, with_retries
+from mtm.ibl.fetch import connect, fetch_session, one_settings, select_datasets, with_retries
 
 
 def records(paths, default=None):
@@ -111,3 +111,63 @@ def test_permanent_errors_are_not_retried():
     with pytest.raises(FakeHTTPError):
         with_retries(missing, what="x", retries=4, backoff_s=0)
     assert len(calls) == 1
+
+
+class FakeRemoteOne:
+    """ONE in remote mode, as fetch uses it: records, then downloads that can fail or truncate."""
+
+    def __init__(self, cache_dir, files, *, truncate_first=(), fail_first=()):
+        self.cache_dir, self.files = cache_dir, files
+        self.truncate_first, self.fail_first = set(truncate_first), set(fail_first)
+        self.downloads = []
+
+    def eid2path(self, eid):
+        return self.cache_dir / "lab/Subjects/subject/2021-01-01/001"
+
+    def list_datasets(self, eid, details=True):
+        import hashlib
+
+        rows = [
+            {"rel_path": rel, "file_size": len(data), "hash": hashlib.md5(data).hexdigest(), "default_revision": True}
+            for rel, data in self.files.items()
+        ]
+        return pd.DataFrame(rows)
+
+    def load_datasets(self, eid, rel_paths, download_only, check_hash):
+        (rel,) = rel_paths
+        self.downloads.append(rel)
+        if rel in self.fail_first:
+            self.fail_first.discard(rel)
+            raise ConnectionError("connection reset")
+        data = self.files[rel]
+        if rel in self.truncate_first:  # a download killed half way
+            self.truncate_first.discard(rel)
+            data = data[: len(data) // 2]
+        path = self.eid2path(eid) / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def test_remote_fetch_retries_and_redownloads_corrupt_files(tmp_path, monkeypatch):
+    import io
+    import json
+
+    import numpy as np
+
+    def npy(array):
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        return buffer.getvalue()
+
+    files = {f"alf/probe00/pykilosort/{name}": npy(np.arange(100.0)) for name in SORT if name.endswith(".npy")}
+    files["alf/_ibl_wheel.position.npy"] = npy(np.linspace(0, 1, 50))
+    spikes = "alf/probe00/pykilosort/spikes.times.npy"
+    one = FakeRemoteOne(tmp_path, files, truncate_first=[spikes], fail_first=["alf/_ibl_wheel.position.npy"])
+    config = {"one": {"mode": "remote", "username": "u", "password": "s3cret-Pw", "retries": 2}}
+    monkeypatch.setattr("mtm.ibl.fetch.time.sleep", lambda seconds: None)  # no real backoff here
+    manifest = fetch_session("e", config, tmp_path / "manifest.json", one=one)
+    assert one.downloads.count(spikes) == 2  # truncated once, fetched again
+    assert one.downloads.count("alf/_ibl_wheel.position.npy") == 2  # a connection reset, retried
+    assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
+    assert {d["rel_path"] for d in manifest["datasets"]} == set(files)
+    assert "s3cret-Pw" not in (tmp_path / "manifest.json").read_text()
