@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from mtm.ibl.behaviour import clean_wheel, wheel_velocity
 

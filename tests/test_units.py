@@ -2,7 +2,6 @@
 
 from importlib import resources
 
-import numpy as np
 import pandas as pd
 import pytest
 

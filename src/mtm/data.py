@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from mtm.session import SessionData
+from mtm.splits import SPLITS
 
 REGION_LEVELS = ("allen", "beryl", "cosmos")
-SPLITS = ("train", "val", "test")
 UNKNOWN_REGION = "unknown"  # a unit without an atlas label still needs a region id
 
 

@@ -15,8 +15,7 @@ def check_alf_file(eid: str, path: Path, rel_path: str) -> None:
     try:
         if path.suffix == ".npy":
             # Memory-mapping validates the header and that the file holds every element it declares.
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-            del array
+            np.load(path, mmap_mode="r", allow_pickle=False)
         elif path.suffix == ".pqt":
             pq.read_metadata(path)
     except Exception as err:

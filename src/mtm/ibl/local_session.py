@@ -7,6 +7,7 @@ loaders see exactly the revision and sorting that fetch chose.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import tempfile
 import uuid
@@ -36,8 +37,6 @@ class LocalSession:
         return Path(self.manifest["cache_dir"]) / self.manifest["session_path"]
 
     def has(self, rel_path_pattern: str) -> bool:
-        import fnmatch
-
         return any(fnmatch.fnmatch(d["rel_path"], rel_path_pattern) for d in self.manifest["datasets"])
 
 
