@@ -259,9 +259,12 @@ class NDT1(nn.Module):
         mask: Mask | None = None,
         prompt: int | torch.Tensor | None = None,
         session: torch.Tensor | None = None,
+        causal: bool = False,
     ) -> NDT1Output:
         """counts: (B, T, N) raw spike counts (any real or integer dtype), T <= n_bins.
         mask: entries to hide and score; None runs on the full input and returns no loss.
+        causal: causal attention without a mask (for input the caller has masked itself);
+            with a mask, attention follows mask.causal and this must stay False.
         prompt: MtM scheme index (MTM_SCHEMES order), an int for the batch or long (B,);
             required if and only if config.use_prompt.
         session: long (B,) session index; None means session 0 (only when n_sessions == 1).
@@ -272,6 +275,8 @@ class NDT1(nn.Module):
             raise ValueError(f"counts {tuple(counts.shape)} do not fit n_units {c.n_units}, n_bins {c.n_bins}")
         if (prompt is None) == c.use_prompt:
             raise ValueError("prompt is required if and only if config.use_prompt")
+        if mask is not None and causal:
+            raise ValueError("pass causal attention through mask.causal when a mask is given")
         inputs = counts.float() if mask is None else apply_mask(counts, mask)
         x = self.embed(inputs)  # (B, T, hidden)
         if self.position is not None:
@@ -292,7 +297,7 @@ class NDT1(nn.Module):
         x = dropout(x, c.embed_dropout, training=self.training)
 
         L = c.n_context + T
-        allowed = self.causal_allowed[:L, :L] if mask is not None and mask.causal else None
+        allowed = self.causal_allowed[:L, :L] if (mask.causal if mask is not None else causal) else None
         rotary = (self.rope_cos[:L], self.rope_sin[:L]) if c.position == "rope" else None
         for block in self.blocks:
             x = block(x, allowed=allowed, rotary=rotary)
