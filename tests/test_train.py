@@ -19,11 +19,6 @@ import torch
 
 from mtm.checkpoint import load_pretrained, load_state, read_config, save_state
 from mtm.data import SessionTensors
-from mtm.demo import demo_sessions, write_demo_session
-from mtm.ibl.bin_session import bin_session
-from mtm.ibl.fetch import fetch_session
-from mtm.ibl.one_cache import write_one_tables
-from mtm.ibl.qc import run_qc
 from mtm.masking import MTM_SCHEMES, make_mask
 from mtm.models.ndt1 import poisson_nll
 from mtm.session import load_session
@@ -34,34 +29,6 @@ TRAIN_IN_SUBPROCESS = (
     "import json, sys; from mtm.train import TrainConfig, train_session; "
     "train_session(sys.argv[1], sys.argv[2], TrainConfig(**json.loads(sys.argv[3])), threads=1)"
 )
-
-
-@pytest.fixture(scope="module")
-def binned(tmp_path_factory) -> dict[str, Path]:
-    """One demo session (96 units, 300 trials) through fetch -> qc -> bin: usable, and unusable
-    (a min_units it cannot reach)."""
-    root = tmp_path_factory.mktemp("sessions")
-    session = demo_sessions(1)[0]
-    write_demo_session(root / "cache", root / "truth", session, n_units=96, n_trials=300, seed=3)
-    write_one_tables(root / "cache", {session.rel_path: session.eid}, hash_files=True)
-    paths = {}
-    with pytest.MonkeyPatch.context() as mp:  # ONE writes into HOME
-        mp.setenv("HOME", str(root / "home"))
-        for name, min_units in (("usable", 5), ("unusable", 1000)):
-            out = root / name
-            config = {
-                "units": {"min_units": min_units},
-                "trials": {"min_trials": 20},
-                "one": {"mode": "local", "cache_dir": str(root / "cache")},
-            }
-            fetch_session(session.eid, config, out / "manifest.json")
-            files = {
-                k: out / f"{k}.{'json' if k == 'qc' else 'parquet'}" for k in ("units", "trials", "behaviour", "qc")
-            }
-            run_qc(out / "manifest.json", config, files)
-            bin_session(manifest=out / "manifest.json", **files, config=config, output=out / "binned.parquet")
-            paths[name] = out / "binned.parquet"
-    return paths
 
 
 @pytest.fixture(scope="module")

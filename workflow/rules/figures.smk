@@ -22,7 +22,7 @@ rule all_figures:
     input:
         rules.data_overview.output,
         "results/sessions/sessions.tsv",
-        rules.train_all.input,
+        rules.metrics_table.output,
     output:
         touch("results/figures/all.done"),
     localrule: True

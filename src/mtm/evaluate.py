@@ -1,0 +1,301 @@
+"""Evaluate a trained model on one session's test trials: every MtM task, as one tidy table.
+
+`evaluate_model` returns two tables. `metrics`, one row per (task, metric), columns METRIC_COLUMNS:
+
+    activity tasks (mtm.heldout.TASKS), each under the prompt of its scheme:
+      bps                per-unit bits/spike, the mean over units (MtM's convention)
+      bps_pooled         bits/spike pooled over units (the Neural Latents Benchmark's)
+      poisson_d2         per-unit Poisson deviance explained, the mean (BrainWideBench's)
+      psth_r2            per-unit R2 of PSTHs over choice x block x reward conditions,
+                         clipped to [0, 1], the mean (MtM's)
+      single_trial_r2    per-unit R2 over single trials and bins, clipped, the mean (MtM's)
+      oracle_bps, oracle_bps_pooled
+                         the bits/spike of the true rates (demo data only): the ceiling
+    behaviour decoding (mtm.decoding) from the predicted log rates of the unmasked input:
+      accuracy / r2, and chance_accuracy / chance_r2 on the same test trials
+
+Every null model is the per-unit mean rate of the scored cells of the test trials themselves.
+`units`, one row per (task, scored unit), keeps the per-unit values for figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from mtm import heldout, metrics
+from mtm.checkpoint import load_pretrained, read_config
+from mtm.data import REGION_LEVELS, UNKNOWN_REGION
+from mtm.decoding import DECODING_TARGETS, decode_behaviour
+from mtm.io import write_parquet, write_text
+from mtm.masking import MTM_SCHEMES
+from mtm.runtime import num_threads
+from mtm.seeds import derive_seed
+from mtm.session import SessionData, load_session
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ("model", "backbone", "scheme", "setting", "eid", "task", "prompt", "metric", "value", "n_units", "n_trials")
+UNIT_COLUMNS = ("model", "eid", "task", "unit", "uuid", "region", "bps", "oracle_bps", "poisson_d2", "psth_r2", "single_trial_r2")
+# the prompts of the paper's tables: choice under the neuron prompt, whisker energy under the causal one
+DECODING_PROMPTS = {"choice": "neuron", "block": "neuron", "wheel-speed": "causal", "whisker-motion-energy": "causal"}
+NO_PROMPT = "none"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """tasks: activity tasks (heldout.TASKS); decoding: behaviour targets (decoding.DECODING_TARGETS)
+    max_units: score a seeded subset of this many units per session (the same for every model);
+        None scores every unit
+    batch_size: samples per forward pass; forward_bins: bins hidden for forward prediction
+    precision: "fp32" or "bf16" (autocast); device: "auto" (CUDA if available) or a device string
+    seed: draws the unit subset and the decoders' cross-validation folds
+    decoding_prompts: behaviour target -> the MtM scheme whose prompt makes its features
+    """
+
+    tasks: tuple[str, ...] = heldout.TASKS
+    decoding: tuple[str, ...] = DECODING_TARGETS
+    max_units: int | None = None
+    batch_size: int = 128
+    forward_bins: int = heldout.FORWARD_BINS
+    precision: str = "fp32"
+    device: str = "auto"
+    seed: int = 0
+    decoding_prompts: dict[str, str] = field(default_factory=lambda: dict(DECODING_PROMPTS))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(self.tasks))  # lists from a config file
+        object.__setattr__(self, "decoding", tuple(self.decoding))
+        unknown = (set(self.tasks) - set(heldout.TASKS)) | (set(self.decoding) - set(DECODING_TARGETS))
+        if unknown:
+            raise ValueError(f"EvalConfig: unknown tasks {sorted(unknown)}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"EvalConfig.precision must be fp32 or bf16, not {self.precision!r}")
+        if self.max_units is not None and self.max_units < 1:
+            raise ValueError("EvalConfig.max_units must be positive or None")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelLabels:
+    """How the tables name a model: e.g. backbone "ndt1", scheme "mtm-prompt", setting "single"."""
+
+    backbone: str
+    scheme: str
+    setting: str
+
+    @property
+    def model(self) -> str:
+        return f"{self.backbone}/{self.scheme}/{self.setting}"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: pd.DataFrame  # METRIC_COLUMNS
+    units: pd.DataFrame  # UNIT_COLUMNS
+
+
+def model_predictor(model: torch.nn.Module, *, prompt: str | None, precision: str = "fp32") -> heldout.Predictor:
+    """The model as a heldout.Predictor; prompt: an MtM scheme, or None for a model without prompts."""
+    device = next(model.parameters()).device
+    prompt_index = None if prompt is None else MTM_SCHEMES.index(prompt)
+
+    def predict(inputs: torch.Tensor, causal: bool) -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+            out = model(inputs.to(device), prompt=prompt_index, causal=causal)
+        return out.log_rates.float().cpu()
+
+    return predict
+
+
+def evaluation_units(n_units: int, eid: str, config: EvalConfig) -> np.ndarray:
+    """The units scored in a session: all, or a subset drawn from (seed, eid) alone."""
+    if config.max_units is None or config.max_units >= n_units:
+        return np.arange(n_units)
+    rng = np.random.default_rng(derive_seed(config.seed, "eval-units", eid))
+    return np.sort(rng.choice(n_units, config.max_units, replace=False))
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    session: SessionData,
+    config: EvalConfig,
+    *,
+    labels: ModelLabels,
+    region_level: str = "beryl",
+) -> Evaluation:
+    """Score `model` on the test trials of `session` (see the module docstring)."""
+    if region_level not in REGION_LEVELS:
+        raise ValueError(f"region_level must be one of {REGION_LEVELS}, not {region_level!r}")
+    model.eval()
+    uses_prompt = getattr(model.config, "use_prompt", False)
+    test = np.flatnonzero(session.split == "test")
+    if len(test) == 0:
+        raise ValueError(f"{session.eid}: the session has no test trials")
+    counts = session.counts[test]
+    regions = session.units[region_level].fillna(UNKNOWN_REGION).astype(str).to_numpy()
+    units = evaluation_units(counts.shape[2], session.eid, config)
+    true_rates = None if session.true_rate is None else session.true_rate[test] * session.bin_size
+    trials = session.trials.iloc[test]
+    conditions = (trials["choice"].astype(str) + "/" + trials["block"].astype(str) + "/" + trials["reward"].astype(str)).to_numpy()
+
+    rows, unit_rows = [], []
+
+    def row(task: str, prompt: str | None, metric: str, value: float, n_units: int, n_trials: int) -> None:
+        rows.append((labels.model, labels.backbone, labels.scheme, labels.setting, session.eid, task,
+                     prompt or NO_PROMPT, metric, float(value), n_units, n_trials))  # fmt: skip
+
+    for task in config.tasks:
+        started = time.perf_counter()
+        prompt = heldout.TASK_PROMPTS[task] if uses_prompt else None
+        predict = model_predictor(model, prompt=prompt, precision=config.precision)
+        prediction = heldout.predict_task(
+            predict, task, counts, regions, units=units, batch_size=config.batch_size, forward_bins=config.forward_bins
+        )
+        scored = np.ix_(np.arange(len(test)), prediction.bins, prediction.units)
+        oracle = None if true_rates is None else true_rates[scored]
+        summary, per_unit = score_rates(np.exp(prediction.log_rates), counts[scored], conditions, oracle)
+        for metric, value in summary.items():
+            row(task, prompt, metric, value, len(prediction.units), len(test))
+        unit_rows.append(
+            pd.DataFrame(
+                {
+                    "model": labels.model,
+                    "eid": session.eid,
+                    "task": task,
+                    "unit": prediction.units,
+                    "uuid": session.units["uuid"].to_numpy()[prediction.units].astype(str),
+                    "region": regions[prediction.units],
+                    **per_unit,
+                }
+            )
+        )
+        seconds = time.perf_counter() - started
+        log.info("%s %s %s: %.4f bits/spike (%.1f s)", session.eid, labels.model, task, summary["bps"], seconds)
+
+    for target, result in _decode(model, session, config, uses_prompt).items():
+        prompt = config.decoding_prompts[target] if uses_prompt else None
+        row(target, prompt, result.metric, result.value, session.counts.shape[2], result.n_test)
+        row(target, prompt, f"chance_{result.metric}", result.chance, session.counts.shape[2], result.n_test)
+
+    table = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+    units_table = pd.concat(unit_rows, ignore_index=True) if unit_rows else _empty(UNIT_COLUMNS)
+    return Evaluation(metrics=table, units=units_table[list(UNIT_COLUMNS)])
+
+
+def score_rates(
+    rates: np.ndarray, counts: np.ndarray, conditions: np.ndarray, oracle: np.ndarray | None = None
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """The activity metrics of predicted `rates` against `counts`, both (trials, bins, units) in
+    spikes per bin: (session values by metric, per-unit values by metric). conditions: (trials,)
+    PSTH condition labels; oracle: the true rates, or None.
+    """
+    rates, counts = rates.astype(np.float64), counts.astype(np.float64)
+    per_unit = {
+        "bps": metrics.bits_per_spike_per_unit(rates, counts),
+        "poisson_d2": metrics.poisson_d2_per_unit(rates, counts),
+        "psth_r2": metrics.psth_r2_per_unit(rates, counts, conditions),
+        "single_trial_r2": metrics.single_trial_r2_per_unit(rates, counts),
+        "oracle_bps": np.full(counts.shape[2], np.nan),
+    }
+    summary = {
+        "bps": metrics.bits_per_spike(rates, counts),
+        "bps_pooled": metrics.bits_per_spike_pooled(rates, counts),
+        "poisson_d2": metrics.poisson_d2(rates, counts),
+        "psth_r2": metrics.clipped_mean(per_unit["psth_r2"]),
+        "single_trial_r2": metrics.clipped_mean(per_unit["single_trial_r2"]),
+    }
+    if oracle is not None:
+        oracle = oracle.astype(np.float64)
+        per_unit["oracle_bps"] = metrics.bits_per_spike_per_unit(oracle, counts)
+        summary["oracle_bps"] = metrics.bits_per_spike(oracle, counts)
+        summary["oracle_bps_pooled"] = metrics.bits_per_spike_pooled(oracle, counts)
+    return summary, per_unit
+
+
+def _decode(model, session: SessionData, config: EvalConfig, uses_prompt: bool) -> dict:
+    """Decoding results per target; the log rates of every trial are computed once per prompt."""
+    by_prompt: dict[str | None, list[str]] = {}
+    for target in config.decoding:
+        by_prompt.setdefault(config.decoding_prompts[target] if uses_prompt else None, []).append(target)
+    behaviour = {"wheel-speed": session.wheel_speed, "whisker-motion-energy": session.whisker_motion_energy}
+    inputs = torch.from_numpy(session.counts.astype(np.float32))
+    results = {}
+    for prompt, targets in by_prompt.items():
+        predict = model_predictor(model, prompt=prompt, precision=config.precision)
+        log_rates = torch.cat([predict(batch, False) for batch in inputs.split(config.batch_size)]).numpy()
+        features = log_rates.reshape(len(log_rates), -1)
+        for result in decode_behaviour(features, session.trials, behaviour, targets=targets, seed=config.seed):
+            results[result.target] = result
+    return {target: results[target] for target in config.decoding}
+
+
+def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype=object) for name in columns})
+
+
+def evaluate_checkpoint(
+    model_dir: str | Path,
+    binned_path: str | Path,
+    out_dir: str | Path,
+    config: EvalConfig,
+    *,
+    setting: str,
+    threads: int | None = None,
+) -> Evaluation:
+    """Evaluate the model saved in `model_dir` on a binned session; write into `out_dir`:
+    metrics.parquet and metrics.csv (the metrics table), units.parquet (the per-unit table).
+
+    A model that was skipped (an unusable session) gives empty tables, so a join sees it.
+    """
+    out_dir = Path(out_dir)
+    saved = read_config(model_dir)
+    meta = saved["metadata"]
+    labels = ModelLabels(
+        backbone=saved.get("model_class", "ndt1").lower(), scheme=meta["training"]["scheme"], setting=setting
+    )
+    if "skipped" in saved:
+        log.info("%s: no model to evaluate (%s)", meta["eid"], saved["skipped"])
+        evaluation = Evaluation(metrics=_empty(METRIC_COLUMNS), units=_empty(UNIT_COLUMNS))
+    else:
+        session = load_session(binned_path)
+        if session.eid != meta["eid"]:
+            raise ValueError(f"{model_dir} was trained on {meta['eid']}, not on {session.eid} ({binned_path})")
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else torch.device(config.device)
+        with num_threads(threads):
+            model = load_pretrained(model_dir, device=device)
+            evaluation = evaluate_model(model, session, config, labels=labels, region_level=meta["region_level"])
+    info = {"model_dir": str(model_dir), "binned": str(binned_path), "evaluation": dataclasses.asdict(config)}
+    write_parquet(out_dir / "metrics.parquet", pa.Table.from_pandas(evaluation.metrics, preserve_index=False), info)
+    write_text(out_dir / "metrics.csv", evaluation.metrics.to_csv(index=False))
+    write_parquet(out_dir / "units.parquet", pa.Table.from_pandas(evaluation.units, preserve_index=False), info)
+    return evaluation
+
+
+def join_metrics(paths: list[str | Path]) -> pd.DataFrame:
+    """All metric tables in one, sorted by model, eid, task and metric."""
+    tables = [pd.read_parquet(path) for path in paths]
+    tables = [t for t in tables if len(t)] or [_empty(METRIC_COLUMNS)]
+    return pd.concat(tables, ignore_index=True).sort_values(["model", "eid", "task", "metric"], ignore_index=True)
+
+
+def summarise_metrics(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean, standard error and number of sessions of each (model, task, prompt, metric)."""
+    keys = ["model", "backbone", "scheme", "setting", "task", "prompt", "metric"]
+    grouped = table.groupby(keys, sort=True)["value"]
+    return grouped.agg(mean="mean", sem="sem", n_sessions="count").reset_index()
+
+
+def write_metrics_table(paths: list[str | Path], parquet: str | Path, csv: str | Path, summary: str | Path) -> None:
+    """Join the per-model tables into `parquet` and `csv`, and their per-model means into `summary`."""
+    table = join_metrics(paths)
+    write_parquet(parquet, pa.Table.from_pandas(table, preserve_index=False))
+    write_text(csv, table.to_csv(index=False))
+    write_text(summary, summarise_metrics(table).to_csv(index=False))
