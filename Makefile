@@ -27,6 +27,7 @@ bench: setup
 	$(BIN)/python bench/bench_binning.py
 	$(BIN)/python bench/bench_load.py
 	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_cosmooth.py
 
 lint: setup
 	$(BIN)/snakefmt --check Snakefile workflow/rules

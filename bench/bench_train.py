@@ -18,7 +18,6 @@ implementation trains at about 15 samples/s in fp32 on the 2-core machine of thi
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import sys
 import time
@@ -30,28 +29,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from mtm.masking import MTM_SCHEMES, make_mask, sample_scheme  # noqa: E402
 from mtm.models import NDT1, NDT1Config  # noqa: E402
+from mtm.runtime import keep_freed_memory  # noqa: E402
 
 AUTHORS_SAMPLES_PER_S = 15.0  # their fp32 training speed on the project's 2-core machine
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def keep_freed_memory() -> bool:
-    """Have glibc's malloc keep freed memory for reuse (True if it took the settings).
-
-    By default glibc maps blocks above a moving threshold straight from the OS and unmaps them
-    on free, and trims the heap top, so a training step can page-fault fresh zeroed pages for
-    its activations: 10k-35k faults per step in a plain training loop here, 5-15% of a bf16
-    step, depending on what the process allocated before. With the mmap threshold at its
-    maximum (32 MiB: every activation of this model is smaller) and trimming off, a step
-    reuses the previous step's pages. The same as running with
-    GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 def synchronize(device: torch.device) -> None:

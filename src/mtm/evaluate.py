@@ -40,11 +40,16 @@ from mtm.masking import MTM_SCHEMES
 from mtm.runtime import num_threads
 from mtm.seeds import derive_seed
 from mtm.session import SessionData, load_session
+from mtm.train import resolve_device
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = ("model", "backbone", "scheme", "setting", "eid", "task", "prompt", "metric", "value", "n_units", "n_trials")
-UNIT_COLUMNS = ("model", "eid", "task", "unit", "uuid", "region", "bps", "oracle_bps", "poisson_d2", "psth_r2", "single_trial_r2")
+METRIC_COLUMNS = (
+    "model", "backbone", "scheme", "setting", "eid", "task", "prompt", "metric", "value", "n_units", "n_trials",
+)  # fmt: skip
+UNIT_COLUMNS = (
+    "model", "eid", "task", "unit", "uuid", "region", "bps", "oracle_bps", "poisson_d2", "psth_r2", "single_trial_r2",
+)  # fmt: skip
 # the prompts of the paper's tables: choice under the neuron prompt, whisker energy under the causal one
 DECODING_PROMPTS = {"choice": "neuron", "block": "neuron", "wheel-speed": "causal", "whisker-motion-energy": "causal"}
 NO_PROMPT = "none"
@@ -64,7 +69,7 @@ class EvalConfig:
     tasks: tuple[str, ...] = heldout.TASKS
     decoding: tuple[str, ...] = DECODING_TARGETS
     max_units: int | None = None
-    batch_size: int = 128
+    batch_size: int = 32
     forward_bins: int = heldout.FORWARD_BINS
     precision: str = "fp32"
     device: str = "auto"
@@ -144,7 +149,7 @@ def evaluate_model(
     units = evaluation_units(counts.shape[2], session.eid, config)
     true_rates = None if session.true_rate is None else session.true_rate[test] * session.bin_size
     trials = session.trials.iloc[test]
-    conditions = (trials["choice"].astype(str) + "/" + trials["block"].astype(str) + "/" + trials["reward"].astype(str)).to_numpy()
+    conditions = trials[["choice", "block", "reward"]].astype(str).agg("/".join, axis=1).to_numpy()
 
     rows, unit_rows = [], []
 
@@ -268,9 +273,8 @@ def evaluate_checkpoint(
         session = load_session(binned_path)
         if session.eid != meta["eid"]:
             raise ValueError(f"{model_dir} was trained on {meta['eid']}, not on {session.eid} ({binned_path})")
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else torch.device(config.device)
         with num_threads(threads):
-            model = load_pretrained(model_dir, device=device)
+            model = load_pretrained(model_dir, device=resolve_device(config.device))
             evaluation = evaluate_model(model, session, config, labels=labels, region_level=meta["region_level"])
     info = {"model_dir": str(model_dir), "binned": str(binned_path), "evaluation": dataclasses.asdict(config)}
     write_parquet(out_dir / "metrics.parquet", pa.Table.from_pandas(evaluation.metrics, preserve_index=False), info)

@@ -301,7 +301,10 @@ class NDT1(nn.Module):
         rotary = (self.rope_cos[:L], self.rope_sin[:L]) if c.position == "rope" else None
         for block in self.blocks:
             x = block(x, allowed=allowed, rotary=rotary)
-        log_rates = self.readout(self.ln_final(x[:, c.n_context :])).float()  # (B, T, N)
+        # the final norm and readout stay in fp32 under bf16 autocast: bf16 spaces values near log rate -6 by
+        # 0.03, a 3% rate error; the layer is 3% of the FLOPs
+        with torch.autocast(x.device.type, enabled=False):
+            log_rates = self.readout(self.ln_final(x[:, c.n_context :].float()))  # (B, T, N)
 
         if mask is None:
             return NDT1Output(log_rates=log_rates, loss=None, n_scored=0)
