@@ -91,7 +91,7 @@ def typical_session(fractions: dict[str, float]) -> np.ndarray:
 
 def paper_model(counts: np.ndarray) -> NDT1:
     torch.manual_seed(0)
-    model = NDT1(NDT1Config.paper(N_UNITS, use_prompt=True))
+    model = NDT1(NDT1Config.paper({"bench": N_UNITS}, use_prompt=True))
     model.init_readout_bias(torch.from_numpy(counts.mean(axis=(0, 1))).float())
     return model.eval()
 

@@ -77,7 +77,7 @@ def train_speed(args, precision: str, device: torch.device) -> dict:
         torch.poisson(rates.expand(args.batch, args.bins, args.units), generator=data).to(device) for _ in range(4)
     ]
     regions = torch.randint(0, 8, (args.units,), generator=data).to(device)
-    model = NDT1(NDT1Config.paper(args.units, n_bins=args.bins, use_prompt=True)).to(device)
+    model = NDT1(NDT1Config.paper({"bench": args.units}, n_bins=args.bins, use_prompt=True)).to(device)
     model.init_readout_bias(torch.stack(batches).mean(dim=(0, 1, 2)))
     optimizer, kind = make_adamw(model.parameters())
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()

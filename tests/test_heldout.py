@@ -24,7 +24,7 @@ def counts():
 @pytest.fixture(scope="module")
 def predict():
     torch.manual_seed(0)
-    model = NDT1(NDT1Config.demo(N_UNITS, n_bins=N_BINS, n_layers=2)).eval()
+    model = NDT1(NDT1Config.demo({"s": N_UNITS}, n_bins=N_BINS, n_layers=2)).eval()
 
     def run(x, causal):
         with torch.inference_mode():

@@ -14,9 +14,9 @@ B, T, N = 3, 12, 10
 REGIONS = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
 
 
-def small(**overrides) -> NDT1:
+def small(sessions: dict[str, int] | None = None, **overrides) -> NDT1:
     torch.manual_seed(0)
-    return NDT1(NDT1Config.demo(N, n_bins=T, hidden=32, n_heads=4, ffn=64, **overrides))
+    return NDT1(NDT1Config.demo(sessions or {"s": N}, n_bins=T, hidden=32, n_heads=4, ffn=64, **overrides))
 
 
 def counts(seed=0, shape=(B, T, N)) -> torch.Tensor:
@@ -130,21 +130,54 @@ def test_nothing_scored_gives_no_loss():
 
 
 def test_prompt_and_session_tokens_change_outputs():
-    model = small(use_prompt=True, n_sessions=2).eval()
+    model = small({"a": N, "b": N}, use_prompt=True).eval()
     x, mask = counts(), mask_of("neuron")
-    s0, s1 = torch.zeros(B, dtype=torch.long), torch.ones(B, dtype=torch.long)
-    base = model(x, mask=mask, prompt=0, session=s0).log_rates
-    assert not torch.allclose(base, model(x, mask=mask, prompt=2, session=s0).log_rates)
-    assert not torch.allclose(base, model(x, mask=mask, prompt=0, session=s1).log_rates)
-    per_sample = model(x, mask=mask, prompt=torch.tensor([0, 2, 0]), session=s0).log_rates
+    base = model(x, mask=mask, prompt=0, session="a").log_rates
+    assert not torch.allclose(base, model(x, mask=mask, prompt=2, session="a").log_rates)
+    assert not torch.allclose(base, model(x, mask=mask, prompt=0, session="b").log_rates)
+    per_sample = model(x, mask=mask, prompt=torch.tensor([0, 2, 0]), session="a").log_rates
     torch.testing.assert_close(per_sample[0], base[0])
     assert not torch.allclose(per_sample[1], base[1])
-    with pytest.raises(ValueError):
-        model(x, mask=mask, session=s0)  # prompt required with use_prompt
-    with pytest.raises(ValueError):
-        model(x, mask=mask, prompt=0)  # session required with two sessions
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="prompt is required"):
+        model(x, mask=mask, session="a")
+    with pytest.raises(ValueError, match="session is required"):
+        model(x, mask=mask, prompt=0)
+    with pytest.raises(ValueError, match="not part of the model"):
+        model(x, mask=mask, prompt=0, session="c")
+    with pytest.raises(ValueError, match="prompt is required"):
         small()(x, mask=mask, prompt=0)  # no prompt without use_prompt
+
+
+def test_sessions_with_equal_unit_counts_get_their_own_stitchers():
+    """The authors keyed stitchers by unit count, so equal-sized sessions shared them."""
+    model = small({"a": N, "b": N, "c": N + 3})
+    assert model.stitch_in["a"] is not model.stitch_in["b"] and model.readout["a"] is not model.readout["b"]
+    assert not torch.equal(model.stitch_in["a"].weight, model.stitch_in["b"].weight)
+    own = {id(p) for p in model.session_parameters("a")}
+    assert own.isdisjoint(id(p) for p in model.session_parameters("b"))
+    shared = [p for name, p in model.named_parameters() if not name.startswith(("stitch_in", "readout", "session_token"))]
+    assert own.isdisjoint(id(p) for p in shared)
+    loss = model(counts(), mask=mask_of("neuron"), session="a").loss
+    loss.backward()
+    assert model.stitch_in["b"].weight.grad is None and model.stitch_in["a"].weight.grad is not None
+    assert model(counts(shape=(B, T, N + 3)), session="c").log_rates.shape == (B, T, N + 3)
+    with pytest.raises(ValueError, match="do not fit session a"):
+        model(counts(shape=(B, T, N + 3)), session="a")
+
+
+def test_add_session_keeps_the_trained_model():
+    model = small({"a": N}).eval()
+    x = counts()
+    before = model(x).log_rates
+    model.add_session("new", N + 5)
+    assert model.config.sessions == {"a": N, "new": N + 5}
+    torch.testing.assert_close(model(x, session="a").log_rates, before)
+    assert model(counts(shape=(B, T, N + 5)), session="new").log_rates.shape == (B, T, N + 5)
+    with pytest.raises(ValueError, match="already part"):
+        model.add_session("a", N)
+    rebuilt = NDT1(model.config)  # a checkpoint's config rebuilds every session, in order
+    rebuilt.load_state_dict(model.state_dict())
+    torch.testing.assert_close(rebuilt.eval()(x, session="a").log_rates, before)
 
 
 def test_shorter_trials_and_bf16_autocast():
@@ -162,7 +195,7 @@ def test_init_readout_bias():
     model = small()
     mean = torch.linspace(0.0, 2.0, N)
     model.init_readout_bias(mean)
-    torch.testing.assert_close(model.readout.bias, mean.clamp_min(1e-3).log())
+    torch.testing.assert_close(model.readout["s"].bias, mean.clamp_min(1e-3).log())
 
 
 def test_cpu_dropout_keeps_the_expectation():
@@ -176,7 +209,7 @@ def test_cpu_dropout_keeps_the_expectation():
 
 
 def test_paper_size_parameters_and_flops():
-    config = NDT1Config.paper(668, use_prompt=True)
+    config = NDT1Config.paper({"s": 668}, use_prompt=True)
     model = NDT1(config)
     H, F, L, N2 = 512, 1024, 5, 2 * 668
     embedding = (668 * N2 + N2) + (N2 * H + H)

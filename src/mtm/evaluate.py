@@ -107,14 +107,17 @@ class Evaluation:
     units: pd.DataFrame  # UNIT_COLUMNS
 
 
-def model_predictor(model: torch.nn.Module, *, prompt: str | None, precision: str = "fp32") -> heldout.Predictor:
-    """The model as a heldout.Predictor; prompt: an MtM scheme, or None for a model without prompts."""
+def model_predictor(
+    model: torch.nn.Module, *, session: str, prompt: str | None, precision: str = "fp32"
+) -> heldout.Predictor:
+    """The model on `session`'s units as a heldout.Predictor; prompt: an MtM scheme, or None for
+    a model without prompts."""
     device = next(model.parameters()).device
     prompt_index = None if prompt is None else MTM_SCHEMES.index(prompt)
 
     def predict(inputs: torch.Tensor, causal: bool) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
-            out = model(inputs.to(device), prompt=prompt_index, causal=causal)
+            out = model(inputs.to(device), session=session, prompt=prompt_index, causal=causal)
         return out.log_rates.float().cpu()
 
     return predict
@@ -160,7 +163,7 @@ def evaluate_model(
     for task in config.tasks:
         started = time.perf_counter()
         prompt = heldout.TASK_PROMPTS[task] if uses_prompt else None
-        predict = model_predictor(model, prompt=prompt, precision=config.precision)
+        predict = model_predictor(model, session=session.eid, prompt=prompt, precision=config.precision)
         prediction = heldout.predict_task(
             predict, task, counts, regions, units=units, batch_size=config.batch_size, forward_bins=config.forward_bins
         )
@@ -234,7 +237,7 @@ def _decode(model, session: SessionData, config: EvalConfig, uses_prompt: bool) 
     inputs = torch.from_numpy(session.counts.astype(np.float32))
     results = {}
     for prompt, targets in by_prompt.items():
-        predict = model_predictor(model, prompt=prompt, precision=config.precision)
+        predict = model_predictor(model, session=session.eid, prompt=prompt, precision=config.precision)
         log_rates = torch.cat([predict(batch, False) for batch in inputs.split(config.batch_size)]).numpy()
         features = log_rates.reshape(len(log_rates), -1)
         for result in decode_behaviour(features, session.trials, behaviour, targets=targets, seed=config.seed):

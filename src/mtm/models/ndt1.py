@@ -2,7 +2,11 @@
 
 The model reads counts (B, T, N) -- B trials, T bins (20 ms each), N units of one session --
 and returns log firing rates (B, T, N) in log(spikes per bin). Each bin is one token: its N
-counts are embedded to `hidden` features. A few context tokens go in front of the time tokens:
+counts are embedded to `hidden` features. Sessions differ in their units, so each session has
+its own input layer (N -> embed_width) and readout (hidden -> N), its "stitchers", keyed by
+session id (never by unit count: two sessions with equal counts have different units); the rest
+is shared. A batch comes from one session. `add_session` stitches a new session onto a trained
+model. A few context tokens go in front of the time tokens:
 
     [session?, prompt?, t0, t1, ..., t(T-1)]
 
@@ -29,7 +33,7 @@ from mtm.masking import MTM_SCHEMES, Mask, apply_mask
 
 @dataclass(kw_only=True)
 class NDT1Config:
-    n_units: int  # input and output units of the (single) session
+    sessions: dict[str, int]  # session id -> its number of units; the order is the token order
     n_bins: int = 100  # the longest trial, in bins
     hidden: int = 512
     n_layers: int = 5
@@ -37,14 +41,23 @@ class NDT1Config:
     ffn: int = 1024  # MLP inner width
     dropout: float = 0.4  # attention probabilities, attention output, MLP output
     embed_dropout: float = 0.2
-    embed_mult: int = 2  # input embedding: Linear(N -> mult N) -> softsign -> Linear(-> hidden)
+    # input embedding: a session's Linear(N -> embed_width), then a shared softsign ->
+    # Linear(embed_width -> hidden); None: embed_mult x the most units of the first sessions
+    embed_width: int | None = None
+    embed_mult: int = 2
     position: str = "learned"  # "learned" (one vector per bin) or "rope" (rotary, in attention)
     use_prompt: bool = False  # a learned prompt token per MtM scheme
-    use_session: bool = True  # a learned session token
-    n_sessions: int = 1
+    use_session: bool = True  # a learned token per session
     loss: str = "mean"  # "mean": Poisson NLL per scored entry; "sum": summed (the authors' loss)
 
     def __post_init__(self):
+        if not self.sessions or min(self.sessions.values()) < 1:
+            raise ValueError(f"sessions must map session ids to unit counts >= 1, got {self.sessions}")
+        if any(not isinstance(eid, str) or not eid or "." in eid for eid in self.sessions):
+            raise ValueError(f"session ids must be non-empty strings without '.', got {list(self.sessions)}")
+        self.sessions = dict(self.sessions)
+        if self.embed_width is None:
+            self.embed_width = self.embed_mult * max(self.sessions.values())
         if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.embed_dropout < 1.0):
             raise ValueError("dropout probabilities must lie in [0, 1)")
         if self.hidden % self.n_heads:
@@ -55,15 +68,15 @@ class NDT1Config:
             raise ValueError(f"loss must be 'mean' or 'sum', got {self.loss!r}")
 
     @classmethod
-    def paper(cls, n_units: int, **overrides) -> NDT1Config:
-        """The size trained in the MtM paper (about 12.5 M parameters at 668 units)."""
-        return cls(n_units=n_units, **overrides)
+    def paper(cls, sessions: dict[str, int], **overrides) -> NDT1Config:
+        """The size trained in the MtM paper (about 12.5 M parameters for one 668-unit session)."""
+        return cls(sessions=sessions, **overrides)
 
     @classmethod
-    def demo(cls, n_units: int, **overrides) -> NDT1Config:
+    def demo(cls, sessions: dict[str, int], **overrides) -> NDT1Config:
         """A small model that trains in seconds per epoch on 2 CPU cores."""
         sizes = {"hidden": 128, "n_layers": 2, "n_heads": 4, "ffn": 256}
-        return cls(n_units=n_units, **{**sizes, **overrides})
+        return cls(sessions=sessions, **{**sizes, **overrides})
 
     @property
     def n_context(self) -> int:
@@ -201,19 +214,16 @@ class NDT1(nn.Module):
         super().__init__()
         self.config = config
         c = config
+        self.stitch_in = nn.ModuleDict()  # session id -> Linear(N -> embed_width)
+        self.readout = nn.ModuleDict()  # session id -> Linear(hidden -> N)
+        self.session_token = nn.ParameterDict()  # session id -> (hidden,)
         # softsign bounds the wide embedding's features to (-1, 1): a few bursting units
         # cannot dominate a token
-        self.embed = nn.Sequential(
-            nn.Linear(c.n_units, c.embed_mult * c.n_units),
-            nn.Softsign(),
-            nn.Linear(c.embed_mult * c.n_units, c.hidden),
-        )
-        self.session = nn.Embedding(c.n_sessions, c.hidden) if c.use_session else None
+        self.embed = nn.Sequential(nn.Softsign(), nn.Linear(c.embed_width, c.hidden))
         self.prompt = nn.Embedding(len(MTM_SCHEMES), c.hidden) if c.use_prompt else None
         self.position = nn.Parameter(torch.zeros(c.n_bins, c.hidden)) if c.position == "learned" else None
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
         self.ln_final = nn.LayerNorm(c.hidden)
-        self.readout = nn.Linear(c.hidden, c.n_units)
 
         L = c.n_context + c.n_bins
         # causal: query i sees key j if j is a context token or j <= i (context rows: context only)
@@ -234,6 +244,44 @@ class NDT1(nn.Module):
                 nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * c.n_layers))
         if self.position is not None:
             nn.init.normal_(self.position, std=0.02)
+        for eid, n_units in c.sessions.items():
+            self._stitch(eid, n_units)
+
+    def _stitch(self, eid: str, n_units: int) -> None:
+        """Create session `eid`'s input layer, readout and token, initialised, on the model's device."""
+        c = self.config
+        device = self.embed[1].weight.device
+        self.stitch_in[eid] = nn.Linear(n_units, c.embed_width, device=device)
+        self.readout[eid] = nn.Linear(c.hidden, n_units, device=device)
+        for layer in (self.stitch_in[eid], self.readout[eid]):
+            self._init_weights(layer)
+        if c.use_session:
+            self.session_token[eid] = nn.Parameter(0.02 * torch.randn(c.hidden, device=device))
+
+    def add_session(self, eid: str, n_units: int) -> None:
+        """Stitch a new session onto the model: its own input layer, readout and session token,
+        freshly initialised; everything shared is kept. See `session_parameters`."""
+        if eid in self.config.sessions:
+            raise ValueError(f"session {eid} is already part of the model")
+        if not n_units >= 1 or "." in eid or not eid:
+            raise ValueError(f"cannot add session {eid!r} with {n_units} units")
+        self.config.sessions[eid] = n_units
+        self._stitch(eid, n_units)
+
+    def session_parameters(self, eid: str) -> list[nn.Parameter]:
+        """The parameters that belong to session `eid` alone (its stitchers and token)."""
+        params = [*self.stitch_in[eid].parameters(), *self.readout[eid].parameters()]
+        return params + ([self.session_token[eid]] if self.config.use_session else [])
+
+    def resolve_session(self, session: str | None) -> str:
+        """The session id a batch belongs to; None is allowed for a one-session model."""
+        if session is None:
+            if len(self.config.sessions) != 1:
+                raise ValueError(f"session is required: the model has {len(self.config.sessions)} sessions")
+            return next(iter(self.config.sessions))
+        if session not in self.config.sessions:
+            raise ValueError(f"session {session} is not part of the model (it has {len(self.config.sessions)})")
+        return session
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -244,13 +292,14 @@ class NDT1(nn.Module):
             nn.init.normal_(module.weight, std=0.02)
 
     @torch.no_grad()
-    def init_readout_bias(self, mean_counts: torch.Tensor) -> None:
+    def init_readout_bias(self, mean_counts: torch.Tensor, session: str | None = None) -> None:
         """Start each unit's log rate at log(its mean count per bin); mean_counts float (N,).
 
         The first steps then learn structure instead of each unit's overall rate, and silent
         units start at a small rate (floored at 1e-3 spikes per bin) rather than at log 0.
         """
-        self.readout.bias.copy_(mean_counts.to(self.readout.bias).clamp_min(1e-3).log())
+        bias = self.readout[self.resolve_session(session)].bias
+        bias.copy_(mean_counts.to(bias).clamp_min(1e-3).log())
 
     def forward(
         self,
@@ -258,7 +307,7 @@ class NDT1(nn.Module):
         *,
         mask: Mask | None = None,
         prompt: int | torch.Tensor | None = None,
-        session: torch.Tensor | None = None,
+        session: str | None = None,
         causal: bool = False,
     ) -> NDT1Output:
         """counts: (B, T, N) raw spike counts (any real or integer dtype), T <= n_bins.
@@ -267,28 +316,27 @@ class NDT1(nn.Module):
             with a mask, attention follows mask.causal and this must stay False.
         prompt: MtM scheme index (MTM_SCHEMES order), an int for the batch or long (B,);
             required if and only if config.use_prompt.
-        session: long (B,) session index; None means session 0 (only when n_sessions == 1).
+        session: the id of the session the batch comes from; None for a one-session model.
         """
         c = self.config
         B, T, N = counts.shape
-        if N != c.n_units or T > c.n_bins:
-            raise ValueError(f"counts {tuple(counts.shape)} do not fit n_units {c.n_units}, n_bins {c.n_bins}")
+        session = self.resolve_session(session)
+        if N != c.sessions[session] or T > c.n_bins:
+            raise ValueError(
+                f"counts {tuple(counts.shape)} do not fit session {session} ({c.sessions[session]} units, {c.n_bins} bins)"
+            )
         if (prompt is None) == c.use_prompt:
             raise ValueError("prompt is required if and only if config.use_prompt")
         if mask is not None and causal:
             raise ValueError("pass causal attention through mask.causal when a mask is given")
         inputs = counts.float() if mask is None else apply_mask(counts, mask)
-        x = self.embed(inputs)  # (B, T, hidden)
+        x = self.embed(self.stitch_in[session](inputs))  # (B, T, hidden)
         if self.position is not None:
             x = x + self.position[:T]
 
         context = []
-        if self.session is not None:
-            if session is None:
-                if c.n_sessions != 1:
-                    raise ValueError("session is required when n_sessions > 1")
-                session = torch.zeros(B, dtype=torch.long, device=counts.device)
-            context.append(self.session(session))
+        if c.use_session:
+            context.append(self.session_token[session].expand(B, -1))
         if self.prompt is not None:
             prompt = torch.as_tensor(prompt, dtype=torch.long, device=counts.device).expand(B)
             context.append(self.prompt(prompt))
@@ -301,10 +349,10 @@ class NDT1(nn.Module):
         rotary = (self.rope_cos[:L], self.rope_sin[:L]) if c.position == "rope" else None
         for block in self.blocks:
             x = block(x, allowed=allowed, rotary=rotary)
-        # the final norm and readout stay in fp32 under bf16 autocast: bf16 spaces values near log rate -6 by
-        # 0.03, a 3% rate error; the layer is 3% of the FLOPs
+        # the final norm and readout stay in fp32 under bf16 autocast: bf16 spaces values near
+        # log rate -6 by 0.03, a 3% rate error; the layer is 3% of the FLOPs
         with torch.autocast(x.device.type, enabled=False):
-            log_rates = self.readout(self.ln_final(x[:, c.n_context :].float()))  # (B, T, N)
+            log_rates = self.readout[session](self.ln_final(x[:, c.n_context :].float()))  # (B, T, N)
 
         if mask is None:
             return NDT1Output(log_rates=log_rates, loss=None, n_scored=0)
@@ -314,17 +362,18 @@ class NDT1(nn.Module):
         loss = poisson_nll(log_rates, counts, mask.target, c.loss)
         return NDT1Output(log_rates=log_rates, loss=loss, n_scored=n_scored)
 
-    def flops_per_sample(self, *, training: bool = True) -> float:
+    def flops_per_sample(self, session: str | None = None, *, training: bool = True) -> float:
         """Matmul FLOPs for one sample of n_bins bins (2 per multiply-add), attention scores
         QK^T and mixing AV included, over all n_context + n_bins tokens (the causal mask is not
         discounted: the kernels compute the full score matrix). Elementwise work (norms,
         activations, softmax, loss) is left out. Training counts 3x the forward pass, the
         usual convention (backward: gradients of activations and of weights); autograd skips
         the gradient of the counts themselves, so it really does about 2% less.
+        session: whose stitchers count; None for a one-session model.
         """
         c = self.config
-        T, L, H, N = c.n_bins, c.n_context + c.n_bins, c.hidden, c.n_units
-        embed = T * (N * c.embed_mult * N + c.embed_mult * N * H)
+        T, L, H, N, E = c.n_bins, c.n_context + c.n_bins, c.hidden, c.sessions[self.resolve_session(session)], c.embed_width
+        embed = T * (N * E + E * H)
         per_layer = L * H * 3 * H + 2 * L * L * H + L * H * H + 2 * L * H * c.ffn
         readout = T * H * N
         forward = 2 * (embed + c.n_layers * per_layer + readout)
