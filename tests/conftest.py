@@ -22,30 +22,44 @@ def isolated_home(tmp_path_factory, monkeypatch):
     yield home
 
 
+def bin_demo_sessions(root: Path, sessions, *, n_units: int, n_trials: int, seed: int, min_units: int = 5) -> list[Path]:
+    """Demo `sessions` (with their true rates) through fetch -> qc -> bin: their binned.parquet.
+    The demo cache under `root` is written once, then reused."""
+    if not (root / "cache").exists():
+        for session in sessions:
+            write_demo_session(root / "cache", root / "truth", session, n_units=n_units, n_trials=n_trials, seed=seed)
+        write_one_tables(root / "cache", {s.rel_path: s.eid for s in sessions}, hash_files=True)
+    config = {
+        "units": {"min_units": min_units},
+        "trials": {"min_trials": 20},
+        "one": {"mode": "local", "cache_dir": str(root / "cache")},
+    }
+    paths = []
+    with pytest.MonkeyPatch.context() as mp:  # ONE writes into HOME
+        mp.setenv("HOME", str(root / "home"))
+        for session in sessions:
+            out = root / f"{session.eid}-{min_units}"
+            fetch_session(session.eid, config, out / "manifest.json")
+            files = {k: out / f"{k}.{'json' if k == 'qc' else 'parquet'}" for k in ("units", "trials", "behaviour", "qc")}
+            run_qc(out / "manifest.json", config, files)
+            truth = root / "truth" / f"{session.eid}.npz"
+            bin_session(manifest=out / "manifest.json", **files, config=config, output=out / "binned.parquet", truth=truth)
+            paths.append(out / "binned.parquet")
+    return paths
+
+
 @pytest.fixture(scope="session")
 def binned(tmp_path_factory) -> dict[str, Path]:
     """One demo session (96 units, 300 trials, with its true rates) through fetch -> qc -> bin:
     usable, and unusable (a min_units it cannot reach)."""
     root = tmp_path_factory.mktemp("sessions")
-    session = demo_sessions(1)[0]
-    write_demo_session(root / "cache", root / "truth", session, n_units=96, n_trials=300, seed=3)
-    write_one_tables(root / "cache", {session.rel_path: session.eid}, hash_files=True)
-    paths = {}
-    with pytest.MonkeyPatch.context() as mp:  # ONE writes into HOME
-        mp.setenv("HOME", str(root / "home"))
-        for name, min_units in (("usable", 5), ("unusable", 1000)):
-            out = root / name
-            config = {
-                "units": {"min_units": min_units},
-                "trials": {"min_trials": 20},
-                "one": {"mode": "local", "cache_dir": str(root / "cache")},
-            }
-            fetch_session(session.eid, config, out / "manifest.json")
-            files = {
-                k: out / f"{k}.{'json' if k == 'qc' else 'parquet'}" for k in ("units", "trials", "behaviour", "qc")
-            }
-            run_qc(out / "manifest.json", config, files)
-            truth = root / "truth" / f"{session.eid}.npz"
-            bin_session(manifest=out / "manifest.json", **files, config=config, output=out / "binned.parquet", truth=truth)
-            paths[name] = out / "binned.parquet"
-    return paths
+    session = demo_sessions(1)
+    usable = bin_demo_sessions(root, session, n_units=96, n_trials=300, seed=3)[0]
+    unusable = bin_demo_sessions(root, session, n_units=96, n_trials=300, seed=3, min_units=1000)[0]
+    return {"usable": usable, "unusable": unusable}
+
+
+@pytest.fixture(scope="session")
+def four_sessions(tmp_path_factory) -> list[Path]:
+    """Four demo sessions (64 units, 300 trials each): binned.parquet paths."""
+    return bin_demo_sessions(tmp_path_factory.mktemp("four"), demo_sessions(4), n_units=64, n_trials=300, seed=5)

@@ -155,7 +155,7 @@ def test_load_pretrained_rebuilds_the_model(reference, data):
     config = read_config(out)
     assert config["model_class"] == "NDT1" and config["model_config"]["use_prompt"]
     assert config["metadata"]["training"] == dataclasses.asdict(RESUMABLE)
-    assert config["metadata"]["region_names"] == list(data.region_names)
+    assert config["metadata"]["region_names"] == {data.eid: list(data.region_names)}
 
     counts = data.counts[data.splits["test"][:8]]
     mask = make_mask("neuron", shape=counts.shape, regions=data.regions, generator=torch.Generator().manual_seed(0))

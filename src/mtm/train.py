@@ -1,6 +1,6 @@
-"""Train NDT1 on one session with a masking scheme, or with MtM's schedule of schemes.
+"""Train NDT1 with a masking scheme, or with MtM's schedule of schemes, on one session or many.
 
-`train(data, config, out_dir)` writes into `out_dir`:
+`train(sessions, config, out_dir)` writes into `out_dir`:
     model.safetensors, config.json   the weights of the epoch with the lowest validation loss
     log.csv                          one row per epoch (LOG_COLUMNS, then val_<scheme> per scheme)
     state/                           the resumable training state, after every epoch; removed at the end
@@ -9,12 +9,19 @@ killed at any point and restarted ends with weights bit-identical to an uninterr
 data order and masks come from generators whose states are checkpointed, and so is torch's
 global RNG (dropout).
 
+Several sessions (pretraining): every batch comes from one session, and an epoch visits every
+training batch of every session in an order drawn from the data generator, so sessions are
+sampled in proportion to their training trials (`session_sampling: proportional`); `balanced`
+gives each session as many batches per epoch as the largest has, cycling its own. Finetuning:
+`init` is a trained model; sessions it lacks are stitched on (`NDT1.add_session`), and
+`trainable: session` trains only their stitchers and tokens.
+
 Losses in the log are the exact Poisson negative log-likelihood per scored entry (nats,
 `mtm.models.ndt1.poisson_nll`), whatever the training loss reduction.
 The validation masks are drawn once from a generator seeded by (seed, "val"), so every epoch
 (and every run with that seed) is scored on the same entries; an MtM model is scored under
 each scheme of its schedule (with the scheme's prompt for "mtm-prompt"), and the losses are
-averaged over schemes.
+averaged over schemes (and then over sessions).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +39,7 @@ import pandas as pd
 import torch
 
 import mtm
-from mtm.checkpoint import clear_state, load_state, save_model, save_skipped, save_state
+from mtm.checkpoint import clear_state, load_pretrained, load_state, save_model, save_skipped, save_state
 from mtm.data import REGION_LEVELS, SessionTensors
 from mtm.io import write_text
 from mtm.masking import MTM_SCHEMES, SCHEMES, Mask, make_mask, sample_scheme
@@ -45,6 +53,8 @@ log = logging.getLogger(__name__)
 TRAIN_SCHEMES = (*SCHEMES, "mtm", "mtm-prompt")
 MODEL_SIZES = ("demo", "paper")
 PRECISIONS = ("auto", "fp32", "bf16")
+SESSION_SAMPLING = ("proportional", "balanced")
+TRAINABLE = ("all", "session")
 LOG_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "seconds")
 STATE_DIR = "state"
 
@@ -61,6 +71,8 @@ class TrainConfig:
     precision: "auto" (bf16 autocast on CUDA, fp32 on the CPU), "fp32" or "bf16"
     device: "auto" (CUDA if available), or a torch device string
     loss: the training loss over scored entries, "mean" or "sum"
+    session_sampling: with several sessions, "proportional" (to training trials) or "balanced"
+    trainable: when finetuning, "all" weights or only the new sessions' layers ("session")
     """
 
     scheme: str
@@ -75,6 +87,8 @@ class TrainConfig:
     precision: str = "auto"
     device: str = "auto"
     loss: str = "mean"
+    session_sampling: str = "proportional"
+    trainable: str = "all"
 
     def __post_init__(self) -> None:
         choices = dict(
@@ -83,6 +97,8 @@ class TrainConfig:
             region_level=REGION_LEVELS,
             precision=PRECISIONS,
             loss=("mean", "sum"),
+            session_sampling=SESSION_SAMPLING,
+            trainable=TRAINABLE,
         )
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -112,10 +128,10 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
-def build_model(config: TrainConfig, *, n_units: int, n_bins: int) -> NDT1:
+def build_model(config: TrainConfig, *, sessions: dict[str, int], n_bins: int) -> NDT1:
+    """A fresh NDT1 of `config.model`'s size for `sessions` (session id -> number of units)."""
     preset = NDT1Config.paper if config.model == "paper" else NDT1Config.demo
-    model_config = dataclasses.replace(preset(n_units), n_bins=n_bins, use_prompt=config.use_prompt, loss=config.loss)
-    return NDT1(model_config)
+    return NDT1(preset(sessions, n_bins=n_bins, use_prompt=config.use_prompt, loss=config.loss))
 
 
 def prompt_of(scheme: str, *, use_prompt: bool) -> int | None:
@@ -126,8 +142,9 @@ def prompt_of(scheme: str, *, use_prompt: bool) -> int | None:
 def fixed_masks(
     data: SessionTensors, split: str, schemes: tuple[str, ...], *, seed: int, batch_size: int
 ) -> dict[str, list[Mask]]:
-    """Masks for every batch of `split` (unshuffled) under each scheme, drawn from (seed, split) alone."""
-    generator = torch.Generator().manual_seed(derive_seed(seed, split))
+    """Masks for every batch of `split` (unshuffled) under each scheme, drawn from (seed, split,
+    session) alone: the same whichever other sessions are trained alongside."""
+    generator = torch.Generator().manual_seed(derive_seed(seed, split, data.eid))
     shape = (data.n_bins, data.n_units)
     return {
         scheme: [
@@ -164,7 +181,7 @@ def evaluate(
             counts = data.counts[trials].to(device)
             mask = _to_device(mask, device)
             with _autocast(precision, device):
-                out = model(counts, mask=mask, prompt=prompt_of(scheme, use_prompt=use_prompt))
+                out = model(counts, mask=mask, prompt=prompt_of(scheme, use_prompt=use_prompt), session=data.eid)
             nll, n = masked_poisson_nll(out.log_rates, counts, mask.target)
             total, count = total + nll, count + n
         losses[scheme] = total / count if count else math.nan
@@ -192,14 +209,33 @@ def _to_device(mask: Mask, device: torch.device) -> Mask:
 class _Run:
     """The mutable state of one training run: what a checkpoint holds."""
 
-    def __init__(self, data: SessionTensors, config: TrainConfig, device: torch.device) -> None:
-        self.data, self.config, self.device = data, config, device
+    def __init__(
+        self, sessions: list[SessionTensors], config: TrainConfig, device: torch.device, init: NDT1 | None
+    ) -> None:
+        self.sessions, self.config, self.device = sessions, config, device
         torch.manual_seed(derive_seed(config.seed, "init"))  # weight init, then dropout
-        self.model = build_model(config, n_units=data.n_units, n_bins=data.n_bins).to(device)
-        # start at the per-unit mean rate of the train split: the null model every run must beat
-        self.model.init_readout_bias(data.counts[data.splits["train"]].mean(dim=(0, 1)))
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.steps_per_epoch = data.n_batches("train", batch_size=config.batch_size)
+        n_bins = max(data.n_bins for data in sessions)
+        if init is None:
+            self.model = build_model(config, sessions={d.eid: d.n_units for d in sessions}, n_bins=n_bins)
+            new = list(sessions)
+        else:
+            self.model = init
+            new = [d for d in sessions if d.eid not in init.config.sessions]
+            for data in new:
+                self.model.add_session(data.eid, data.n_units)
+        self.model.to(device)
+        # a new session's units start at their mean rate over the train split: the null model
+        # every run must beat
+        for data in new:
+            self.model.init_readout_bias(data.counts[data.splits["train"]].mean(dim=(0, 1)), data.eid)
+        if config.trainable == "session":
+            params = [p for data in new for p in self.model.session_parameters(data.eid)]
+            if not params:
+                raise ValueError("trainable: session needs a session the initial model does not have")
+        else:
+            params = list(self.model.parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.steps_per_epoch = len(self.epoch_batches(torch.Generator()))
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer,
             max_lr=config.lr,
@@ -215,9 +251,27 @@ class _Run:
         self.best_val_loss, self.best_epoch, self.best_weights = math.inf, 0, None
         self.history: list[dict[str, float]] = []
 
+    def epoch_batches(self, generator: torch.Generator) -> list[tuple[SessionTensors, torch.Tensor]]:
+        """One epoch of (session, trial indices) batches, in an order drawn from `generator`."""
+        per_session = [
+            list(data.batches("train", batch_size=self.config.batch_size, generator=generator, shuffle=True))
+            for data in self.sessions
+        ]
+        if self.config.session_sampling == "balanced":
+            most = max(len(batches) for batches in per_session)
+            per_session = [[batches[i % len(batches)] for i in range(most)] for batches in per_session]
+        batches = [(data, trials) for data, session_batches in zip(self.sessions, per_session) for trials in session_batches]
+        if len(self.sessions) == 1:
+            return batches
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
     def identity(self) -> dict[str, Any]:
         """What a saved state must match to be resumed by this run."""
-        return {"config": dataclasses.asdict(self.config), "eid": self.data.eid, "shape": list(self.data.counts.shape)}
+        return {
+            "config": dataclasses.asdict(self.config),
+            "sessions": {data.eid: list(data.counts.shape) for data in self.sessions},
+            "model_sessions": dict(self.model.config.sessions),
+        }
 
     def state(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in self.generators.items()}}
@@ -253,49 +307,50 @@ class _Run:
 
 
 def train(
-    data: SessionTensors,
+    sessions: SessionTensors | Sequence[SessionTensors],
     config: TrainConfig,
     out_dir: str | Path,
     *,
+    init: NDT1 | None = None,
     threads: int | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train on `data`'s train split, select on its val split; write `out_dir` (module docstring).
+    """Train on the sessions' train splits, select on their val splits; write `out_dir` (module
+    docstring). init: a trained model to finetune (modified in place); None trains a new one.
 
     threads: torch's CPU threads for the run (None: as set). metadata: extra config.json entries.
     """
-    if not (len(data.splits["train"]) and len(data.splits["val"])):
-        raise ValueError(
-            f"{data.eid}: training needs train and val trials, has {({k: len(v) for k, v in data.splits.items()})}"
-        )
+    sessions = [sessions] if isinstance(sessions, SessionTensors) else list(sessions)
+    if len({data.eid for data in sessions}) != len(sessions) or not sessions:
+        raise ValueError(f"training needs distinct sessions, got {[data.eid for data in sessions]}")
+    for data in sessions:
+        if not (len(data.splits["train"]) and len(data.splits["val"])):
+            counts = {k: len(v) for k, v in data.splits.items()}
+            raise ValueError(f"{data.eid}: training needs train and val trials, has {counts}")
     out_dir = Path(out_dir)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
+    name = sessions[0].eid if len(sessions) == 1 else f"{len(sessions)} sessions"
     with num_threads(threads), exit_on_sigterm():
-        run = _Run(data, config, device)
-        _resume(run, out_dir / STATE_DIR)
-        val_masks = fixed_masks(data, "val", config.schemes, seed=config.seed, batch_size=config.batch_size)
+        run = _Run(sessions, config, device, init)
+        _resume(run, out_dir / STATE_DIR, name)
+        val_masks = {
+            data.eid: fixed_masks(data, "val", config.schemes, seed=config.seed, batch_size=config.batch_size)
+            for data in sessions
+        }
         bar = progress_bar(total=config.epochs * run.steps_per_epoch, initial=run.step)
         try:
             while run.epoch < config.epochs:
                 started = time.perf_counter()
                 train_loss = _train_epoch(run, precision, bar)
-                val = evaluate(
-                    run.model,
-                    data,
-                    val_masks,
-                    split="val",
-                    batch_size=config.batch_size,
-                    use_prompt=config.use_prompt,
-                    precision=precision,
-                )
-                _end_epoch(run, train_loss, val, seconds=time.perf_counter() - started)
+                val = _validate(run, val_masks, precision)
+                _end_epoch(run, train_loss, val, name, seconds=time.perf_counter() - started)
                 save_state(out_dir / STATE_DIR, run.state())
                 bar.set_postfix_str(f"epoch {run.epoch} val {run.history[-1]['val_loss']:.4f}")
         finally:
             bar.close()
         if run.best_weights is None:
-            raise RuntimeError(f"{data.eid}: the validation loss was never finite: {run.history}")
+            raise RuntimeError(f"{name}: the validation loss was never finite: {run.history}")
         run.model.load_state_dict(run.best_weights)
         run.model.eval()
         save_model(out_dir, run.model, _metadata(run, precision, metadata or {}))
@@ -304,25 +359,35 @@ def train(
     return TrainResult(model=run.model, best_epoch=run.best_epoch, best_val_loss=run.best_val_loss, history=run.history)
 
 
-def _resume(run: _Run, state_dir: Path) -> None:
+def _validate(run: _Run, masks: dict[str, dict[str, list[Mask]]], precision: str) -> dict[str, float]:
+    """Validation loss per scheme, averaged over sessions (each session counts the same)."""
+    per_session = [
+        evaluate(run.model, data, masks[data.eid], split="val", batch_size=run.config.batch_size,
+                 use_prompt=run.config.use_prompt, precision=precision)
+        for data in run.sessions
+    ]  # fmt: skip
+    return {scheme: sum(losses[scheme] for losses in per_session) / len(per_session) for scheme in run.config.schemes}
+
+
+def _resume(run: _Run, state_dir: Path, name: str) -> None:
     state = load_state(state_dir)
     if state is None:
         return
-    saved = {k: state[k] for k in run.identity()}
+    saved = {k: state.get(k) for k in run.identity()}
     if saved != run.identity():
-        log.warning("%s: the state in %s is of another run (%s); starting afresh", run.data.eid, state_dir, saved)
+        log.warning("%s: the state in %s is of another run; starting afresh", name, state_dir)
         clear_state(state_dir)
         return
     run.restore(state)
-    log.info("%s: resumed after epoch %d (step %d)", run.data.eid, run.epoch, run.step)
+    log.info("%s: resumed after epoch %d (step %d)", name, run.epoch, run.step)
 
 
 def _train_epoch(run: _Run, precision: str, bar) -> float:
-    """One pass over the train split; returns the Poisson NLL per scored entry."""
-    config, data, device = run.config, run.data, run.device
+    """One pass over the train split(s); returns the Poisson NLL per scored entry."""
+    config, device = run.config, run.device
     run.model.train()
     total, count = 0.0, 0
-    for trials in data.batches("train", batch_size=config.batch_size, generator=run.generators["data"], shuffle=True):
+    for data, trials in run.epoch_batches(run.generators["data"]):
         scheme = sample_scheme(config.schemes, generator=run.generators["mask"])
         mask = make_mask(
             scheme,
@@ -332,7 +397,8 @@ def _train_epoch(run: _Run, precision: str, bar) -> float:
         )
         counts, mask = data.counts[trials].to(device), _to_device(mask, device)
         with _autocast(precision, device):
-            out = run.model(counts, mask=mask, prompt=prompt_of(scheme, use_prompt=config.use_prompt))
+            prompt = prompt_of(scheme, use_prompt=config.use_prompt)
+            out = run.model(counts, mask=mask, prompt=prompt, session=data.eid)
         run.optimizer.zero_grad(set_to_none=True)
         if out.n_scored:  # a mask can score nothing (e.g. inter-region masking of a one-region session)
             out.loss.backward()
@@ -345,7 +411,7 @@ def _train_epoch(run: _Run, precision: str, bar) -> float:
     return total / count if count else math.nan
 
 
-def _end_epoch(run: _Run, train_loss: float, val: dict[str, float], *, seconds: float) -> None:
+def _end_epoch(run: _Run, train_loss: float, val: dict[str, float], name: str, *, seconds: float) -> None:
     run.epoch += 1
     val_loss = sum(val.values()) / len(val)
     if val_loss < run.best_val_loss:
@@ -363,21 +429,22 @@ def _end_epoch(run: _Run, train_loss: float, val: dict[str, float], *, seconds: 
     run.history.append(row)
     log.info(
         "%s %s: epoch %d/%d train %.5f val %.5f lr %.2e %.1f s",
-        run.data.eid, run.config.scheme, run.epoch, run.config.epochs, train_loss, val_loss, row["lr"], seconds,
+        name, run.config.scheme, run.epoch, run.config.epochs, train_loss, val_loss, row["lr"], seconds,
     )  # fmt: skip
 
 
 def _metadata(run: _Run, precision: str, extra: dict[str, Any]) -> dict[str, Any]:
-    data = run.data
+    first = run.sessions[0]
     return {
-        "eid": data.eid,
+        "eid": first.eid if len(run.sessions) == 1 else None,
+        "eids": [data.eid for data in run.sessions],
         "training": dataclasses.asdict(run.config),
         "schemes": list(run.config.schemes),
         "prompt_schemes": list(MTM_SCHEMES) if run.config.use_prompt else None,
-        "region_level": data.region_level,
-        "region_names": list(data.region_names),
-        "regions": data.regions.tolist(),
-        "n_trials": {split: len(trials) for split, trials in data.splits.items()},
+        "region_level": first.region_level,
+        "region_names": {data.eid: list(data.region_names) for data in run.sessions},
+        "regions": {data.eid: data.regions.tolist() for data in run.sessions},
+        "n_trials": {data.eid: {split: len(t) for split, t in data.splits.items()} for data in run.sessions},
         "best_epoch": run.best_epoch,
         "best_val_loss": run.best_val_loss,
         "device": str(run.device),
@@ -409,3 +476,49 @@ def train_session(
         return None
     data = SessionTensors.from_session(session, region_level=config.region_level)
     return train(data, config, out_dir, threads=threads, metadata=metadata)
+
+
+def pretrain_sessions(
+    binned_paths: Sequence[str | Path], out_dir: str | Path, config: TrainConfig, *, threads: int | None = None
+) -> TrainResult | None:
+    """Train one model on several binned sessions (unusable ones are left out and named in
+    config.json). With no usable session the model is skipped, as in `train_session`."""
+    usable, left_out = [], {}
+    for path in binned_paths:
+        session = load_session(path, true_rate=False)
+        if session.usable:
+            usable.append(SessionTensors.from_session(session, region_level=config.region_level))
+        else:
+            left_out[session.eid] = session.meta["session"].get("reason") or "unusable session"
+    metadata = {"binned": [str(p) for p in binned_paths], "left_out": left_out}
+    if not usable:
+        save_skipped(out_dir, "no usable session", {"eid": None, "training": dataclasses.asdict(config), **metadata})
+        _write_log(Path(out_dir) / "log.csv", [], config.schemes)
+        return None
+    for eid, reason in left_out.items():
+        log.info("%s: left out of pretraining, %s", eid, reason)
+    return train(usable, config, out_dir, threads=threads, metadata=metadata)
+
+
+def finetune_session(
+    checkpoint: str | Path,
+    binned_path: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig,
+    *,
+    threads: int | None = None,
+) -> TrainResult | None:
+    """Take the model saved in `checkpoint` to a new binned session: new stitchers and session
+    token, then training as `config` says (`trainable`: all weights or the new layers only)."""
+    session = load_session(binned_path, true_rate=False)
+    metadata = {"binned": str(binned_path), "pretrained": str(checkpoint), "provenance": session.meta.get("provenance")}
+    if not session.usable:
+        reason = session.meta["session"].get("reason") or "unusable session"
+        save_skipped(out_dir, reason, {"eid": session.eid, "training": dataclasses.asdict(config), **metadata})
+        _write_log(Path(out_dir) / "log.csv", [], config.schemes)
+        return None
+    model = load_pretrained(checkpoint)
+    if model.config.use_prompt != config.use_prompt:
+        raise ValueError(f"{checkpoint}: the model's prompt tokens ({model.config.use_prompt}) do not match scheme {config.scheme}")
+    data = SessionTensors.from_session(session, region_level=config.region_level)
+    return train(data, config, out_dir, init=model, threads=threads, metadata=metadata)

@@ -1,0 +1,78 @@
+"""Pretraining on several sessions and finetuning on an unseen one."""
+
+import pytest
+import torch
+
+from mtm.checkpoint import load_pretrained
+from mtm.data import SessionTensors
+from mtm.evaluate import EvalConfig, ModelLabels, evaluate_model
+from mtm.session import load_session
+from mtm.train import TrainConfig, _Run, finetune_session, pretrain_sessions, train
+
+SCORE = EvalConfig(tasks=("co-smoothing", "forward-prediction", "inter-region"), decoding=(), max_units=32)
+LABELS = ModelLabels(backbone="ndt1", scheme="neuron", setting="test")
+
+
+@pytest.fixture(scope="module")
+def tensors(four_sessions):
+    return [SessionTensors.from_session(load_session(path)) for path in four_sessions]
+
+
+def test_every_batch_comes_from_one_session_in_proportion(tensors):
+    sessions = [tensors[0], SessionTensors(**{**tensors[1].__dict__, "splits": {
+        **tensors[1].splits, "train": tensors[1].splits["train"][:40]}})]  # fmt: skip
+    config = TrainConfig(scheme="neuron", batch_size=16)
+    run = _Run(sessions, config, torch.device("cpu"), None)
+    batches = run.epoch_batches(torch.Generator().manual_seed(0))
+    per_session = {data.eid: 0 for data in sessions}
+    for data, trials in batches:
+        assert set(trials.tolist()) <= set(data.splits["train"].tolist())
+        per_session[data.eid] += 1
+    assert list(per_session.values()) == [data.n_batches("train", batch_size=16) for data in sessions]
+    assert [d.eid for d, _ in batches] != sorted(d.eid for d, _ in batches)  # interleaved, not blocked
+    balanced = _Run(sessions, TrainConfig(scheme="neuron", batch_size=16, session_sampling="balanced"), torch.device("cpu"), None)
+    counts = {}
+    for data, _ in balanced.epoch_batches(torch.Generator().manual_seed(0)):
+        counts[data.eid] = counts.get(data.eid, 0) + 1
+    assert len(set(counts.values())) == 1 and balanced.steps_per_epoch == 2 * max(per_session.values())
+
+
+def bits_per_spike(model, path) -> dict[str, float]:
+    table = evaluate_model(model, load_session(path), SCORE, labels=LABELS).metrics
+    return table[table["metric"] == "bps"].set_index("task")["value"].to_dict()
+
+
+def test_pretraining_helps_an_unseen_session(four_sessions, tensors, tmp_path):
+    """Pretrain on 3 sessions, finetune every weight on the 4th; against training on the 4th
+    alone for the same number of steps. Seen on this demo, bits/spike finetuned vs alone after 6
+    epochs: co-smoothing 0.034 vs 0.015, inter-region 0.023 vs 0.006, forward 0.008 vs 0.000."""
+    pre = pretrain_sessions(four_sessions[:3], tmp_path / "pre", TrainConfig(scheme="neuron", epochs=30, lr=1e-3))
+    assert set(pre.model.config.sessions) == {t.eid for t in tensors[:3]}
+    budget = TrainConfig(scheme="neuron", epochs=6, lr=1e-3)
+    finetuned = finetune_session(tmp_path / "pre", four_sessions[3], tmp_path / "fine", budget)
+    alone = train(tensors[3], budget, tmp_path / "alone")
+    assert len(finetuned.history) == len(alone.history) == 6
+    fine, scratch = bits_per_spike(finetuned.model, four_sessions[3]), bits_per_spike(alone.model, four_sessions[3])
+    gains = {task: fine[task] - scratch[task] for task in fine}
+    assert gains["co-smoothing"] > 0.005 and max(gains.values()) > 0.01, (fine, scratch)
+    assert load_pretrained(tmp_path / "fine").config.sessions[tensors[3].eid] == tensors[3].n_units
+
+
+def test_finetuning_the_new_layers_only_leaves_the_rest_bit_identical(four_sessions, tmp_path):
+    pretrain_sessions(four_sessions[:2], tmp_path / "pre", TrainConfig(scheme="temporal", epochs=1))
+    before = load_pretrained(tmp_path / "pre").state_dict()
+    result = finetune_session(
+        tmp_path / "pre", four_sessions[3], tmp_path / "fine", TrainConfig(scheme="temporal", epochs=2, trainable="session")
+    )
+    after = result.model.state_dict()
+    for name, value in before.items():
+        assert torch.equal(after[name], value), name
+    new = [name for name in after if name not in before]
+    assert new and all(load_session(four_sessions[3]).eid in name for name in new)
+    assert any(not torch.equal(after[name], 0 * after[name]) for name in new)
+
+
+def test_finetuning_needs_matching_prompts(four_sessions, tmp_path):
+    pretrain_sessions(four_sessions[:1], tmp_path / "pre", TrainConfig(scheme="temporal", epochs=1))
+    with pytest.raises(ValueError, match="prompt tokens"):
+        finetune_session(tmp_path / "pre", four_sessions[3], tmp_path / "fine", TrainConfig(scheme="mtm-prompt", epochs=1))
