@@ -12,6 +12,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/sessions.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/multisession.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
 

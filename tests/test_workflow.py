@@ -54,10 +54,11 @@ def test_default_config_dry_run(tmp_path):
     jobs = dict(line.split()[:2] for line in result.stdout.splitlines() if line.split()[:1] and line.split()[-1].isdigit())
     # 6 demo sessions: one job per session for each per-session rule, one for each join, and a
     # model per session for each of the 7 rows of the paper's single-session ablation
-    # and an evaluation of every model
+    # pretraining on 1 and 4 of the 4 sessions not held out, for 2 schemes, finetuned on the 2
+    # held out; and an evaluation of every model
     expected = {
         "demo_cache": 1, "fetch": 6, "qc": 6, "bin": 6, "sessions_table": 1, "data_overview": 1,
-        "train_single": 42, "evaluate_single": 42, "metrics_table": 1,
+        "train_single": 42, "pretrain": 4, "finetune": 8, "evaluate": 42 + 8, "metrics_table": 1,
     }  # fmt: skip
     assert {rule: int(jobs.get(rule, 0)) for rule in expected} == expected
 
@@ -83,15 +84,17 @@ def test_outputs_and_sane_numbers(workdir):
             log = pd.read_csv(workdir / f"results/models/ndt1/{scheme}/single/{eid}/log.csv")
             assert len(log) == 2 and np.isfinite(log["val_loss"]).all()
     metrics = pd.read_csv(workdir / "results/eval/metrics.csv")
-    # 2 schemes x 3 sessions x (4 activity tasks x 7 metrics + 4 behaviour targets x 2)
-    assert len(metrics) == 2 * 3 * (4 * 7 + 4 * 2)
+    # (2 schemes x 3 sessions + 1 finetuned model) x (4 activity tasks x 7 metrics + 4 behaviour targets x 2)
+    assert len(metrics) == (2 * 3 + 1) * (4 * 7 + 4 * 2)
+    assert set(metrics[metrics["setting"] == "pretrain-2"]["eid"]) == {"824cf03d-4012-4ab1-b499-c83a92c5589e"}
     # block may not be decodable in 150 trials (too few 0.2/0.8 trials); it is NaN, not an error
     assert np.isfinite(metrics[metrics["task"] != "block"]["value"]).all()
     bps = metrics[metrics["metric"] == "bps"].set_index(["model", "eid", "task"])["value"]
     oracle = metrics[metrics["metric"] == "oracle_bps"].set_index(["model", "eid", "task"])["value"]
     assert (oracle > 0.05).all() and (bps < oracle).all()
     summary = pd.read_csv(workdir / "results/eval/summary.csv")
-    assert set(summary[summary["task"] != "block"]["n_sessions"]) == {3}  # sessions with a value
+    counted = summary[summary["task"] != "block"].groupby("setting")["n_sessions"]  # sessions with a value
+    assert counted.unique().to_dict() == {"pretrain-2": [1], "single": [3]}
 
 
 def test_rerun_one_session_alone(workdir):

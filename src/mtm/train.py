@@ -39,7 +39,15 @@ import pandas as pd
 import torch
 
 import mtm
-from mtm.checkpoint import clear_state, load_pretrained, load_state, save_model, save_skipped, save_state
+from mtm.checkpoint import (
+    clear_state,
+    load_pretrained,
+    load_state,
+    read_config,
+    save_model,
+    save_skipped,
+    save_state,
+)
 from mtm.data import REGION_LEVELS, SessionTensors
 from mtm.io import write_text
 from mtm.masking import MTM_SCHEMES, SCHEMES, Mask, make_mask, sample_scheme
@@ -514,6 +522,12 @@ def finetune_session(
     metadata = {"binned": str(binned_path), "pretrained": str(checkpoint), "provenance": session.meta.get("provenance")}
     if not session.usable:
         reason = session.meta["session"].get("reason") or "unusable session"
+        save_skipped(out_dir, reason, {"eid": session.eid, "training": dataclasses.asdict(config), **metadata})
+        _write_log(Path(out_dir) / "log.csv", [], config.schemes)
+        return None
+    pretrained = read_config(checkpoint)
+    if "skipped" in pretrained:
+        reason = f"the pretrained model was skipped ({pretrained['skipped']})"
         save_skipped(out_dir, reason, {"eid": session.eid, "training": dataclasses.asdict(config), **metadata})
         _write_log(Path(out_dir) / "log.csv", [], config.schemes)
         return None

@@ -37,7 +37,27 @@ def public_config(section_names):
     return {name: config[name] for name in section_names}
 
 
+def heldout_eids():
+    """Sessions held out of pretraining, to finetune on: as configured, or by default the
+    configured sessions that are in the MtM paper's test list."""
+    heldout = config["multisession"]["heldout"]
+    if heldout is None:
+        from mtm.demo.sessions import test_eids
+
+        return [eid for eid in EIDS if eid in test_eids()]
+    if isinstance(heldout, str):
+        heldout = Path(heldout).read_text().split()
+    unknown = sorted(set(heldout) - set(EIDS))
+    if unknown:
+        raise ValueError(
+            f"config: multisession.heldout names sessions that are not configured: {unknown}"
+        )
+    return [eid for eid in EIDS if eid in heldout]
+
+
 EIDS = session_eids()
+HELDOUT = heldout_eids()
+PRETRAIN_POOL = [eid for eid in EIDS if eid not in HELDOUT]
 
 
 wildcard_constraints:
@@ -52,3 +72,25 @@ def fetch_inputs(wildcards):
 
 def truth_input(wildcards):
     return f"{DEMO_TRUTH}/{wildcards.eid}.npz" if config["source"] == "demo" else []
+
+
+def pretrain_binned(wildcards):
+    n = int(wildcards.n)
+    if not 1 <= n <= len(PRETRAIN_POOL):
+        raise ValueError(
+            f"pretrain-{n}: the pool holds {len(PRETRAIN_POOL)} sessions (every configured session not held out)"
+        )
+    return [f"results/sessions/{eid}/binned.parquet" for eid in PRETRAIN_POOL[:n]]
+
+
+def multisession_training(stage):
+    """TrainConfig fields for the pretraining or finetuning stage."""
+    multi = config["multisession"]
+    epochs = multi["epochs"] if stage == "pretrain" else multi["finetune_epochs"]
+    shared = {k: config["training"][k] for k in TRAIN_PARAMS if k != "epochs"}
+    return {
+        **shared,
+        "epochs": epochs,
+        "trainable": multi["trainable"] if stage == "finetune" else "all",
+        "session_sampling": multi["session_sampling"],
+    }

@@ -1,7 +1,9 @@
-# Per (masking scheme, session): every activity task and behaviour decoder on the test trials of
-# the model trained on that session; then one table of all of them.
+# Per (masking scheme, setting, session): every activity task and behaviour decoder on the test
+# trials of the model of that session; then one table of all of them. Setting "single": trained
+# on the session alone; "pretrain-{n}": pretrained on n other sessions, finetuned on this one.
 
-NDT1_SINGLE_EVAL = "results/eval/ndt1/{scheme}/single/{eid}"
+MODEL_DIR = "results/models/ndt1/{scheme}/{setting}/{eid}"
+EVAL_DIR = "results/eval/ndt1/{scheme}/{setting}/{eid}"
 EVAL_PARAMS = [
     "tasks",
     "decoding",
@@ -13,19 +15,23 @@ EVAL_PARAMS = [
 ]
 
 
-rule evaluate_single:
+wildcard_constraints:
+    setting="single|pretrain-[0-9]+",
+
+
+rule evaluate:
     input:
-        model=f"{NDT1_SINGLE}/model.safetensors",
-        config=f"{NDT1_SINGLE}/config.json",
+        model=f"{MODEL_DIR}/model.safetensors",
+        config=f"{MODEL_DIR}/config.json",
         binned="results/sessions/{eid}/binned.parquet",
     output:
-        metrics=f"{NDT1_SINGLE_EVAL}/metrics.parquet",
-        csv=f"{NDT1_SINGLE_EVAL}/metrics.csv",
-        units=f"{NDT1_SINGLE_EVAL}/units.parquet",
+        metrics=f"{EVAL_DIR}/metrics.parquet",
+        csv=f"{EVAL_DIR}/metrics.csv",
+        units=f"{EVAL_DIR}/units.parquet",
     log:
-        "results/logs/eval/ndt1/{scheme}/single/{eid}.log",
+        "results/logs/eval/ndt1/{scheme}/{setting}/{eid}.log",
     benchmark:
-        "results/benchmarks/eval/ndt1/{scheme}/single/{eid}.tsv"
+        "results/benchmarks/eval/ndt1/{scheme}/{setting}/{eid}.tsv"
     conda:
         CONDA_ENV
     threads: config["evaluation"]["threads"]
@@ -35,18 +41,26 @@ rule evaluate_single:
         gpu=config["evaluation"]["gpus"],
     params:
         evaluation={k: config["evaluation"][k] for k in EVAL_PARAMS},
-        setting="single",
         version=mtm.__version__,
     script:
-        "../scripts/evaluate_single.py"
+        "../scripts/evaluate.py"
 
 
 rule metrics_table:
     input:
         expand(
-            f"{NDT1_SINGLE_EVAL}/metrics.parquet",
+            f"{EVAL_DIR}/metrics.parquet",
             scheme=config["training"]["schemes"],
+            setting="single",
             eid=EIDS,
+        ),
+        expand(
+            f"{EVAL_DIR}/metrics.parquet",
+            scheme=config["multisession"]["schemes"],
+            setting=[
+                f"pretrain-{n}" for n in config["multisession"]["pretrain_sizes"]
+            ],
+            eid=HELDOUT,
         ),
     output:
         parquet="results/eval/metrics.parquet",

@@ -56,6 +56,11 @@ def target_eids() -> list[str]:
     return _data_path("mtm_target_eids.txt").read_text().split()
 
 
+def test_eids() -> list[str]:
+    """The 5 MtM sessions held out of pretraining and finetuned on, in the authors' order."""
+    return _data_path("mtm_test_eids.txt").read_text().split()
+
+
 def _substitute_pid(pid: str, taken: set[str], re_pids: list[str]) -> str:
     """An RE pid standing in for `pid`: a fixed function of `pid`, skipping pids in `taken`."""
     start = uuid.UUID(pid).int % len(re_pids)

@@ -7,13 +7,12 @@ from mtm.runtime import keep_freed_memory
 keep_freed_memory()
 from pathlib import Path
 
-from mtm.evaluate import EvalConfig, evaluate_checkpoint
+from mtm.train import TrainConfig, finetune_session
 
-evaluate_checkpoint(
-    Path(snakemake.input.model).parent,
+finetune_session(
+    Path(snakemake.input.pretrained).parent,
     snakemake.input.binned,
-    Path(snakemake.output.metrics).parent,
-    EvalConfig(**snakemake.params.evaluation),
-    setting=snakemake.params.setting,
+    Path(snakemake.output.model).parent,
+    TrainConfig(scheme=snakemake.wildcards.scheme, **snakemake.params.training),
     threads=snakemake.threads,
 )
