@@ -18,7 +18,7 @@ import safetensors.torch
 import torch
 
 from mtm.checkpoint import load_pretrained, load_state, read_config, save_state
-from mtm.data import SessionTensors
+from mtm.data import CountsCache, SessionTensors
 from mtm.masking import MTM_SCHEMES, make_mask
 from mtm.models.ndt1 import poisson_nll
 from mtm.session import load_session
@@ -133,7 +133,7 @@ def test_short_training_beats_the_mean_rate_null(data, scheme, margin, tmp_path)
     masks = fixed_masks(data, "test", config.schemes, seed=123, batch_size=16)
     model_nll = evaluate(result.model, data, masks, split="test", batch_size=16, use_prompt=config.use_prompt)
 
-    mean_rate = data.counts[data.splits["train"]].mean(dim=(0, 1))
+    mean_rate = data.mean_counts("train")
     null_nll = {}
     for s, scheme_masks in masks.items():
         total, count = 0.0, 0
@@ -194,7 +194,7 @@ def test_unusable_session_is_skipped(binned, tmp_path):
 def test_session_tensors(binned):
     session = load_session(binned["usable"])
     data = SessionTensors.from_session(session, region_level="allen")
-    assert data.counts.dtype == torch.float32 and data.counts.shape == session.counts.shape
+    assert data.counts.dtype == torch.uint8 and data.counts.shape == data.shape == session.counts.shape
     assert [data.region_names[i] for i in data.regions] == session.units["allen"].tolist()
     assert sorted(torch.cat(list(data.splits.values())).tolist()) == list(range(data.n_trials))
     assert (session.split[data.splits["val"].numpy()] == "val").all()
@@ -207,6 +207,20 @@ def test_session_tensors(binned):
     assert torch.equal(order(0), order(0)) and not torch.equal(order(0), order(1))
     assert sorted(order(0).tolist()) == data.splits["train"].tolist()
     assert [len(b) for b in data.batches("val", batch_size=16)] == [16, len(data.splits["val"]) - 16]
+
+
+def test_sessions_read_lazily_hold_a_bounded_cache(binned, four_sessions):
+    cache = CountsCache(max_sessions=2)
+    lazy = [SessionTensors.from_file(path, cache) for path in four_sessions]
+    assert cache.reads == 0  # listing sessions reads no counts
+    eager = SessionTensors.from_session(load_session(four_sessions[0]))
+    assert torch.equal(lazy[0].counts, eager.counts) and torch.equal(lazy[0].regions, eager.regions)
+    assert all(torch.equal(lazy[0].splits[k], eager.splits[k]) for k in eager.splits) and lazy[0].shape == eager.shape
+    for data in lazy + lazy[:1]:
+        data.counts
+    assert cache.reads == 5 and len(cache._counts) == 2  # the least recently used are dropped
+    lazy[3].counts
+    assert cache.reads == 5  # still cached
 
 
 def test_state_round_trip_and_a_write_killed_midway(tmp_path, monkeypatch):

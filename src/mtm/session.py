@@ -128,17 +128,53 @@ def load_session(path: str | Path, *, true_rate: bool = True) -> SessionData:
     columns = [c for c in names if true_rate or c != "true_rate"]
     table = pq.read_table(path, columns=columns)
     n_trials = table.num_rows
-
-    def unpack(name: str, shape: tuple[int, ...]) -> np.ndarray:
-        flat = table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        return flat.reshape(shape)
-
     return SessionData(
-        counts=unpack("counts", (n_trials, n_bins, n_units)),
-        wheel_speed=unpack("wheel_speed", (n_trials, n_bins)),
-        whisker_motion_energy=unpack("whisker_motion_energy", (n_trials, n_bins)),
-        true_rate=unpack("true_rate", (n_trials, n_bins, n_units)) if "true_rate" in columns else None,
+        counts=_unpack(table, "counts", (n_trials, n_bins, n_units)),
+        wheel_speed=_unpack(table, "wheel_speed", (n_trials, n_bins)),
+        whisker_motion_energy=_unpack(table, "whisker_motion_energy", (n_trials, n_bins)),
+        true_rate=_unpack(table, "true_rate", (n_trials, n_bins, n_units)) if "true_rate" in columns else None,
         trials=table.select(list(TRIAL_COLUMNS)).to_pandas(),
         units=units,
         meta=meta,
     )
+
+
+@dataclass
+class SessionHeader:
+    """What a binned session is, without its arrays: `meta`, `trials` and `units` as in
+    SessionData. Reading one takes milliseconds, so a run can list many sessions cheaply."""
+
+    trials: pd.DataFrame
+    units: pd.DataFrame
+    meta: dict[str, Any]
+
+    @property
+    def eid(self) -> str:
+        return self.meta["provenance"]["eid"]
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.meta["session"]["usable"])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(n_trials, n_bins, n_units) of the session's counts."""
+        return len(self.trials), int(self.meta["binning"]["n_bins"]), len(self.units)
+
+
+def read_session_header(path: str | Path) -> SessionHeader:
+    meta = read_parquet_metadata(path)
+    trials = pq.read_table(path, columns=list(TRIAL_COLUMNS)).to_pandas()
+    return SessionHeader(trials=trials, units=pd.DataFrame(meta["units"]), meta=meta)
+
+
+def read_counts(path: str | Path) -> np.ndarray:
+    """The session's spike counts alone, (n_trials, n_bins, n_units) uint8/uint16."""
+    meta = read_parquet_metadata(path)
+    table = pq.read_table(path, columns=["counts"])
+    return _unpack(table, "counts", (table.num_rows, int(meta["binning"]["n_bins"]), len(meta["units"]["uuid"])))
+
+
+def _unpack(table: pa.Table, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    flat = table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return flat.reshape(shape)

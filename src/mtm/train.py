@@ -48,13 +48,13 @@ from mtm.checkpoint import (
     save_skipped,
     save_state,
 )
-from mtm.data import REGION_LEVELS, SessionTensors
+from mtm.data import REGION_LEVELS, CountsCache, SessionTensors
 from mtm.io import write_text
 from mtm.masking import MTM_SCHEMES, SCHEMES, Mask, make_mask, sample_scheme
 from mtm.models.ndt1 import NDT1, NDT1Config, poisson_nll
 from mtm.runtime import exit_on_sigterm, num_threads, progress_bar
 from mtm.seeds import derive_seed
-from mtm.session import load_session
+from mtm.session import load_session, read_session_header
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ class _Run:
         # a new session's units start at their mean rate over the train split: the null model
         # every run must beat
         for data in new:
-            self.model.init_readout_bias(data.counts[data.splits["train"]].mean(dim=(0, 1)), data.eid)
+            self.model.init_readout_bias(data.mean_counts("train"), data.eid)
         if config.trainable == "session":
             params = [p for data in new for p in self.model.session_parameters(data.eid)]
             if not params:
@@ -277,7 +277,7 @@ class _Run:
         """What a saved state must match to be resumed by this run."""
         return {
             "config": dataclasses.asdict(self.config),
-            "sessions": {data.eid: list(data.counts.shape) for data in self.sessions},
+            "sessions": {data.eid: list(data.shape) for data in self.sessions},
             "model_sessions": dict(self.model.config.sessions),
         }
 
@@ -487,17 +487,27 @@ def train_session(
 
 
 def pretrain_sessions(
-    binned_paths: Sequence[str | Path], out_dir: str | Path, config: TrainConfig, *, threads: int | None = None
+    binned_paths: Sequence[str | Path],
+    out_dir: str | Path,
+    config: TrainConfig,
+    *,
+    threads: int | None = None,
+    cached_sessions: int = 32,
 ) -> TrainResult | None:
     """Train one model on several binned sessions (unusable ones are left out and named in
-    config.json). With no usable session the model is skipped, as in `train_session`."""
+    config.json). With no usable session the model is skipped, as in `train_session`.
+
+    Sessions are read lazily: only the counts of the `cached_sessions` most recently used ones
+    are held in memory (see mtm.data).
+    """
     usable, left_out = [], {}
+    cache = CountsCache(cached_sessions)
     for path in binned_paths:
-        session = load_session(path, true_rate=False)
-        if session.usable:
-            usable.append(SessionTensors.from_session(session, region_level=config.region_level))
+        header = read_session_header(path)
+        if header.usable:
+            usable.append(SessionTensors.from_file(path, cache, region_level=config.region_level))
         else:
-            left_out[session.eid] = session.meta["session"].get("reason") or "unusable session"
+            left_out[header.eid] = header.meta["session"].get("reason") or "unusable session"
     metadata = {"binned": [str(p) for p in binned_paths], "left_out": left_out}
     if not usable:
         save_skipped(out_dir, "no usable session", {"eid": None, "training": dataclasses.asdict(config), **metadata})
