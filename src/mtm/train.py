@@ -232,10 +232,10 @@ class _Run:
             for data in new:
                 self.model.add_session(data.eid, data.n_units)
         self.model.to(device)
-        # a new session's units start at their mean rate over the train split: the null model
-        # every run must beat
-        for data in new:
-            self.model.init_readout_bias(data.mean_counts("train"), data.eid)
+        # a new session's units start at their mean rate over the train split (the null model
+        # every run must beat), set just before its first batch: reading every session's counts
+        # here would make startup grow with the number of sessions
+        self.pending_bias = [data.eid for data in new]
         if config.trainable == "session":
             params = [p for data in new for p in self.model.session_parameters(data.eid)]
             if not params:
@@ -294,6 +294,7 @@ class _Run:
             "history": self.history,
             "model": self.model.state_dict(),
             "best_weights": self.best_weights,
+            "pending_bias": self.pending_bias,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng,
@@ -311,6 +312,7 @@ class _Run:
         self.epoch, self.step = state["epoch"], state["step"]
         self.best_val_loss, self.best_epoch = state["best_val_loss"], state["best_epoch"]
         self.best_weights = state["best_weights"]
+        self.pending_bias = state["pending_bias"]
         self.history = state["history"]
 
 
@@ -396,6 +398,9 @@ def _train_epoch(run: _Run, precision: str, bar) -> float:
     run.model.train()
     total, count = 0.0, 0
     for data, trials in run.epoch_batches(run.generators["data"]):
+        if data.eid in run.pending_bias:
+            run.model.init_readout_bias(data.mean_counts("train"), data.eid)
+            run.pending_bias.remove(data.eid)
         scheme = sample_scheme(config.schemes, generator=run.generators["mask"])
         mask = make_mask(
             scheme,
