@@ -49,8 +49,9 @@ from mtm.checkpoint import (
     save_state,
 )
 from mtm.data import REGION_LEVELS, CountsCache, SessionTensors
+from mtm.distributed import World, process_group, world_from_env
 from mtm.io import write_text
-from mtm.masking import MTM_SCHEMES, SCHEMES, Mask, make_mask, sample_scheme
+from mtm.masking import MTM_SCHEMES, SCHEMES, Mask, apply_mask, make_mask, sample_scheme
 from mtm.models.ndt1 import NDT1, NDT1Config, poisson_nll
 from mtm.runtime import exit_on_sigterm, num_threads, progress_bar
 from mtm.seeds import derive_seed
@@ -81,6 +82,9 @@ class TrainConfig:
     loss: the training loss over scored entries, "mean" or "sum"
     session_sampling: with several sessions, "proportional" (to training trials) or "balanced"
     trainable: when finetuning, "all" weights or only the new sessions' layers ("session")
+    accumulation: micro-batches per batch and process (gradient accumulation); under torchrun a
+        batch is shared by all processes, so each takes batch_size / (processes x accumulation)
+    dropout: every dropout probability of the model; None keeps the size preset's
     """
 
     scheme: str
@@ -97,6 +101,8 @@ class TrainConfig:
     loss: str = "mean"
     session_sampling: str = "proportional"
     trainable: str = "all"
+    accumulation: int = 1
+    dropout: float | None = None
 
     def __post_init__(self) -> None:
         choices = dict(
@@ -111,6 +117,8 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig.{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        if self.accumulation < 1 or not (self.dropout is None or 0 <= self.dropout < 1):
+            raise ValueError(f"TrainConfig: need accumulation >= 1 and dropout None or in [0, 1): {self}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr < 0 or not 0 < self.warmup_fraction < 1:
             raise ValueError(
                 f"TrainConfig: need epochs >= 1, batch_size >= 1, lr >= 0, 0 < warmup_fraction < 1: {self}"
@@ -139,7 +147,8 @@ class TrainResult:
 def build_model(config: TrainConfig, *, sessions: dict[str, int], n_bins: int) -> NDT1:
     """A fresh NDT1 of `config.model`'s size for `sessions` (session id -> number of units)."""
     preset = NDT1Config.paper if config.model == "paper" else NDT1Config.demo
-    return NDT1(preset(sessions, n_bins=n_bins, use_prompt=config.use_prompt, loss=config.loss))
+    dropout = {} if config.dropout is None else {"dropout": config.dropout, "embed_dropout": config.dropout}
+    return NDT1(preset(sessions, n_bins=n_bins, use_prompt=config.use_prompt, loss=config.loss, **dropout))
 
 
 def prompt_of(scheme: str, *, use_prompt: bool) -> int | None:
@@ -218,9 +227,14 @@ class _Run:
     """The mutable state of one training run: what a checkpoint holds."""
 
     def __init__(
-        self, sessions: list[SessionTensors], config: TrainConfig, device: torch.device, init: NDT1 | None
+        self,
+        sessions: list[SessionTensors],
+        config: TrainConfig,
+        device: torch.device,
+        init: NDT1 | None,
+        world: World = World(),
     ) -> None:
-        self.sessions, self.config, self.device = sessions, config, device
+        self.sessions, self.config, self.device, self.world = sessions, config, device, world
         torch.manual_seed(derive_seed(config.seed, "init"))  # weight init, then dropout
         n_bins = max(data.n_bins for data in sessions)
         if init is None:
@@ -236,6 +250,7 @@ class _Run:
         # every run must beat), set just before its first batch: reading every session's counts
         # here would make startup grow with the number of sessions
         self.pending_bias = [data.eid for data in new]
+        self.trainer = world.wrap(self.model, device)  # what batches go through
         if config.trainable == "session":
             params = [p for data in new for p in self.model.session_parameters(data.eid)]
             if not params:
@@ -338,11 +353,12 @@ def train(
             counts = {k: len(v) for k, v in data.splits.items()}
             raise ValueError(f"{data.eid}: training needs train and val trials, has {counts}")
     out_dir = Path(out_dir)
-    device = resolve_device(config.device)
+    world = world_from_env()
+    device = world.device(resolve_device(config.device))
     precision = resolve_precision(config.precision, device)
     name = sessions[0].eid if len(sessions) == 1 else f"{len(sessions)} sessions"
-    with num_threads(threads), exit_on_sigterm():
-        run = _Run(sessions, config, device, init)
+    with num_threads(threads), exit_on_sigterm(), process_group(world, device):
+        run = _Run(sessions, config, device, init, world)
         _resume(run, out_dir / STATE_DIR, name)
         val_masks = {
             data.eid: fixed_masks(data, "val", config.schemes, seed=config.seed, batch_size=config.batch_size)
@@ -355,7 +371,8 @@ def train(
                 train_loss = _train_epoch(run, precision, bar)
                 val = _validate(run, val_masks, precision)
                 _end_epoch(run, train_loss, val, name, seconds=time.perf_counter() - started)
-                save_state(out_dir / STATE_DIR, run.state())
+                if world.is_main:
+                    save_state(out_dir / STATE_DIR, run.state())
                 bar.set_postfix_str(f"epoch {run.epoch} val {run.history[-1]['val_loss']:.4f}")
         finally:
             bar.close()
@@ -363,9 +380,11 @@ def train(
             raise RuntimeError(f"{name}: the validation loss was never finite: {run.history}")
         run.model.load_state_dict(run.best_weights)
         run.model.eval()
-        save_model(out_dir, run.model, _metadata(run, precision, metadata or {}))
-        _write_log(out_dir / "log.csv", run.history, config.schemes)
-        clear_state(out_dir / STATE_DIR)
+        if world.is_main:
+            save_model(out_dir, run.model, _metadata(run, precision, {"processes": world.size, **(metadata or {})}))
+            _write_log(out_dir / "log.csv", run.history, config.schemes)
+            clear_state(out_dir / STATE_DIR)
+        world.barrier()
     return TrainResult(model=run.model, best_epoch=run.best_epoch, best_val_loss=run.best_val_loss, history=run.history)
 
 
@@ -393,8 +412,13 @@ def _resume(run: _Run, state_dir: Path, name: str) -> None:
 
 
 def _train_epoch(run: _Run, precision: str, bar) -> float:
-    """One pass over the train split(s); returns the Poisson NLL per scored entry."""
-    config, device = run.config, run.device
+    """One pass over the train split(s); returns the Poisson NLL per scored entry.
+
+    Each batch is one optimizer step. Its rows are cut into `world.size x accumulation`
+    micro-batches; this process runs its `accumulation` of them, each loss scaled so that the
+    gradients, summed over micro-batches and averaged over processes, are the whole batch's.
+    """
+    config, device, world = run.config, run.device, run.world
     run.model.train()
     total, count = 0.0, 0
     for data, trials in run.epoch_batches(run.generators["data"]):
@@ -408,20 +432,43 @@ def _train_epoch(run: _Run, precision: str, bar) -> float:
             regions=data.regions,
             generator=run.generators["mask"],
         )
-        counts, mask = data.counts[trials].to(device), _to_device(mask, device)
-        with _autocast(precision, device):
-            prompt = prompt_of(scheme, use_prompt=config.use_prompt)
-            out = run.model(counts, mask=mask, prompt=prompt, session=data.eid)
+        n_scored = int(mask.target.sum())  # over the whole batch, on every process
         run.optimizer.zero_grad(set_to_none=True)
-        if out.n_scored:  # a mask can score nothing (e.g. inter-region masking of a one-region session)
-            out.loss.backward()
+        if n_scored:  # a mask can score nothing (e.g. inter-region masking of a one-region session)
+            pieces = torch.arange(len(trials)).tensor_split(world.size * config.accumulation)
+            mine = pieces[world.rank * config.accumulation : (world.rank + 1) * config.accumulation]
+            for i, rows in enumerate(mine):
+                sync = i == len(mine) - 1
+                nll, n = _micro_step(run, data, trials, mask, rows, scheme, n_scored, precision, sync)
+                total, count = total + nll, count + n
             run.optimizer.step()
-            nll, n = masked_poisson_nll(out.log_rates.detach(), counts, mask.target)
-            total, count = total + nll, count + n
         run.scheduler.step()
         run.step += 1
         bar.update()
+    if world.size > 1:
+        total, count = world.sum(total, count)
     return total / count if count else math.nan
+
+
+def _micro_step(
+    run: _Run, data: SessionTensors, trials: torch.Tensor, mask: Mask, rows: torch.Tensor,
+    scheme: str, n_scored: int, precision: str, sync: bool,
+) -> tuple[float, int]:  # fmt: skip
+    """Forward and backward on `rows` of the batch; returns their summed NLL and scored entries.
+    An empty piece (a batch smaller than the pieces) still runs, with weight 0, so that every
+    process takes part in the gradient exchange."""
+    device, config = run.device, run.config
+    weight = 1.0 if len(rows) else 0.0
+    rows = rows if len(rows) else torch.zeros(1, dtype=torch.long)
+    counts = data.counts[trials[rows]].to(device)
+    target = mask.target[rows].to(device)
+    inputs = apply_mask(counts, _to_device(Mask(hidden=mask.hidden[rows], target=target, causal=mask.causal), device))
+    with run.world.gradient_sync(run.trainer, sync), _autocast(precision, device):
+        out = run.trainer(inputs, prompt=prompt_of(scheme, use_prompt=config.use_prompt), session=data.eid, causal=mask.causal)
+        nll = poisson_nll(out.log_rates, counts, target, reduction="sum")
+        loss = nll if config.loss == "sum" else nll / n_scored
+        (loss * (weight * run.world.size)).backward()
+    return (float(nll.detach()), int(target.sum())) if weight else (0.0, 0)
 
 
 def _end_epoch(run: _Run, train_loss: float, val: dict[str, float], name: str, *, seconds: float) -> None:

@@ -14,6 +14,7 @@ TRAIN_PARAMS = [
     "seed",
     "precision",
     "loss",
+    "accumulation",
 ]
 
 

@@ -7,11 +7,12 @@ from mtm.runtime import keep_freed_memory
 keep_freed_memory()
 from pathlib import Path
 
+from mtm.launch import torchrun_training
 from mtm.train import TrainConfig, train_session
 
-train_session(
-    snakemake.input.binned,
-    Path(snakemake.output.model).parent,
-    TrainConfig(scheme=snakemake.wildcards.scheme, **snakemake.params.training),
-    threads=snakemake.threads,
-)
+config = TrainConfig(scheme=snakemake.wildcards.scheme, **snakemake.params.training)
+args = [snakemake.input.binned, str(Path(snakemake.output.model).parent)]
+if snakemake.resources.gpu > 1:  # one process per GPU, data-parallel
+    torchrun_training(snakemake.resources.gpu, "train_session", args, config, threads=snakemake.threads)
+else:
+    train_session(*args, config, threads=snakemake.threads)
