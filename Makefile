@@ -28,6 +28,8 @@ bench: setup
 	$(BIN)/python bench/bench_load.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_cosmooth.py
+	$(BIN)/python bench/bench_pretrain.py
+	$(BIN)/python bench/bench_pretrain_scale.py
 
 lint: setup
 	$(BIN)/snakefmt --check Snakefile workflow/rules
