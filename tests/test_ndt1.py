@@ -175,6 +175,11 @@ def test_add_session_keeps_the_trained_model():
     assert model(counts(shape=(B, T, N + 5)), session="new").log_rates.shape == (B, T, N + 5)
     with pytest.raises(ValueError, match="already part"):
         model.add_session("a", N)
+    model.remove_session("new")
+    with pytest.raises(ValueError, match="only session"):
+        model.remove_session("a")
+    torch.testing.assert_close(model(x, session="a").log_rates, before)
+    model.add_session("new", N + 5)
     rebuilt = NDT1(model.config)  # a checkpoint's config rebuilds every session, in order
     rebuilt.load_state_dict(model.state_dict())
     torch.testing.assert_close(rebuilt.eval()(x, session="a").log_rates, before)

@@ -13,8 +13,9 @@ Several sessions (pretraining): every batch comes from one session, and an epoch
 training batch of every session in an order drawn from the data generator, so sessions are
 sampled in proportion to their training trials (`session_sampling: proportional`); `balanced`
 gives each session as many batches per epoch as the largest has, cycling its own. Finetuning:
-`init` is a trained model; sessions it lacks are stitched on (`NDT1.add_session`), and
-`trainable: session` trains only their stitchers and tokens.
+`init` is a trained model; sessions it lacks are stitched on (`NDT1.add_session`), those it
+has but the run does not train on are removed, and `trainable: session` trains only the new
+sessions' stitchers and tokens.
 
 Losses in the log are the exact Poisson negative log-likelihood per scored entry (nats,
 `mtm.models.ndt1.poisson_nll`), whatever the training loss reduction.
@@ -245,6 +246,10 @@ class _Run:
             new = [d for d in sessions if d.eid not in init.config.sessions]
             for data in new:
                 self.model.add_session(data.eid, data.n_units)
+            # the model keeps the layers of the sessions it trains on: a pretraining session's
+            # are of no use to a model finetuned on another one
+            for eid in [eid for eid in init.config.sessions if eid not in {d.eid for d in sessions}]:
+                self.model.remove_session(eid)
         self.model.to(device)
         # a new session's units start at their mean rate over the train split (the null model
         # every run must beat), set just before its first batch: reading every session's counts
@@ -579,7 +584,8 @@ def finetune_session(
     threads: int | None = None,
 ) -> TrainResult | None:
     """Take the model saved in `checkpoint` to a new binned session: new stitchers and session
-    token, then training as `config` says (`trainable`: all weights or the new layers only)."""
+    token, then training as `config` says (`trainable`: all weights or the new layers only). The
+    finetuned model keeps the shared weights and the new session's layers only."""
     session = load_session(binned_path, true_rate=False)
     metadata = {"binned": str(binned_path), "pretrained": str(checkpoint), "provenance": session.meta.get("provenance")}
     if not session.usable:

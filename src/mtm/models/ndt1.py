@@ -268,6 +268,16 @@ class NDT1(nn.Module):
         self.config.sessions[eid] = n_units
         self._stitch(eid, n_units)
 
+    def remove_session(self, eid: str) -> None:
+        """Drop session `eid`'s stitchers and token (e.g. a pretraining session's, from a model
+        finetuned on another one); the shared weights stay as they are."""
+        self.resolve_session(eid)
+        if len(self.config.sessions) == 1:
+            raise ValueError(f"cannot remove {eid}: it is the model's only session")
+        del self.stitch_in[eid], self.readout[eid], self.config.sessions[eid]
+        if self.config.use_session:
+            del self.session_token[eid]
+
     def session_parameters(self, eid: str) -> list[nn.Parameter]:
         """The parameters that belong to session `eid` alone (its stitchers and token)."""
         params = [*self.stitch_in[eid].parameters(), *self.readout[eid].parameters()]
