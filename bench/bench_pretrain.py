@@ -77,7 +77,8 @@ def batch_stream(run: _Run) -> Iterator[tuple[SessionTensors, torch.Tensor]]:
 
 
 def train_step(run: _Run, data: SessionTensors, trials: torch.Tensor, precision: str) -> dict[str, float]:
-    """One step of `_train_epoch` (the same computation, less the progress bar); seconds by phase."""
+    """The computation of one `_train_epoch` step (one process, no accumulation), timed by phase; the
+    loss is the model's own here, where the trainer computes the same sum outside the model."""
     config, device = run.config, run.device
     t0 = time.perf_counter()
     scheme = sample_scheme(config.schemes, generator=run.generators["mask"])
