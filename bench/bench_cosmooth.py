@@ -47,7 +47,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from mtm import heldout, metrics  # noqa: E402
-from mtm.masking import MTM_SCHEMES  # noqa: E402
+from mtm.evaluate import model_predictor  # noqa: E402
 from mtm.models import NDT1, NDT1Config  # noqa: E402
 from mtm.runtime import keep_freed_memory  # noqa: E402
 
@@ -96,17 +96,15 @@ def paper_model(counts: np.ndarray) -> NDT1:
     return model.eval()
 
 
-class Predictor:
-    """The model under the co-smoothing prompt, counting the samples it runs."""
+class Counting:
+    """A heldout.Predictor that counts the samples it runs."""
 
-    def __init__(self, model: NDT1, bf16: bool = False):
-        self.model, self.bf16, self.samples = model, bf16, 0
+    def __init__(self, predict: heldout.Predictor):
+        self.predict, self.samples = predict, 0
 
     def __call__(self, x: torch.Tensor, causal: bool) -> torch.Tensor:
         self.samples += len(x)
-        prompt = MTM_SCHEMES.index(heldout.TASK_PROMPTS["co-smoothing"])
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
-            return self.model(x, prompt=prompt, causal=causal).log_rates.float()
+        return self.predict(x, causal)
 
 
 def authors_procedure(predict: heldout.Predictor, counts: np.ndarray, units: np.ndarray) -> np.ndarray:
@@ -130,7 +128,8 @@ def run_variant(variant: str, n_units: int, batch_size: int, threads: int) -> di
     counts = typical_session(spiking_fractions())
     model = paper_model(counts)
     units = np.sort(np.random.default_rng(1).choice(N_UNITS, n_units, replace=False))
-    predict = Predictor(model, bf16=variant == "bf16")
+    precision = "bf16" if variant == "bf16" else "fp32"
+    predict = Counting(model_predictor(model, session="bench", prompt=heldout.TASK_PROMPTS["co-smoothing"], precision=precision))
     predict(torch.zeros(2, N_BINS, N_UNITS), False)  # warm-up
     predict.samples = 0
     started = time.perf_counter()

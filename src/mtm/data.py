@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import pandas as pd
 import torch
 
-from mtm.session import SessionData, read_counts, read_session_header
+from mtm.session import SessionData, SessionHeader, read_counts, read_session_header
 from mtm.splits import SPLITS
 
 REGION_LEVELS = ("allen", "beryl", "cosmos")
@@ -71,29 +70,29 @@ class SessionTensors:
     def from_session(cls, session: SessionData, *, region_level: str = "beryl") -> SessionTensors:
         """A session whose counts are held in memory."""
         counts = _tensor(session.counts)
-        return cls._labelled(session.eid, session.units, session.split, counts.shape, lambda: counts, region_level)
+        return cls._labelled(session, lambda: counts, region_level)
 
     @classmethod
     def from_file(cls, path: str | Path, cache: CountsCache, *, region_level: str = "beryl") -> SessionTensors:
         """A binned session file whose counts are read on use, through `cache`."""
         path = Path(path)
         header = read_session_header(path)
-        split = header.trials["split"].to_numpy()
-        return cls._labelled(header.eid, header.units, split, header.shape, lambda: cache.get(path), region_level)
+        return cls._labelled(header, lambda: cache.get(path), region_level)
 
     @classmethod
-    def _labelled(cls, eid, units: pd.DataFrame, split: np.ndarray, shape, source, region_level: str) -> SessionTensors:
+    def _labelled(cls, header: SessionHeader, source: Callable[[], torch.Tensor], region_level: str) -> SessionTensors:
         if region_level not in REGION_LEVELS:
             raise ValueError(f"region_level must be one of {REGION_LEVELS}, not {region_level!r}")
-        acronyms = units[region_level].fillna(UNKNOWN_REGION).astype(str).to_numpy()
+        acronyms = header.units[region_level].fillna(UNKNOWN_REGION).astype(str).to_numpy()
         names, ids = np.unique(acronyms, return_inverse=True)
+        split = header.split
         return cls(
-            eid=eid,
+            eid=header.eid,
             regions=torch.from_numpy(ids.astype(np.int64).reshape(-1)),
             region_names=tuple(names.tolist()),
             region_level=region_level,
             splits={name: torch.from_numpy(np.flatnonzero(split == name)) for name in SPLITS},
-            shape=tuple(int(n) for n in shape),
+            shape=header.shape,
             source=source,
         )
 

@@ -214,16 +214,16 @@ def score_rates(
         "oracle_bps": np.full(counts.shape[2], np.nan),
     }
     summary = {
-        "bps": metrics.bits_per_spike(rates, counts),
+        "bps": metrics.finite_mean(per_unit["bps"]),
         "bps_pooled": metrics.bits_per_spike_pooled(rates, counts),
-        "poisson_d2": metrics.poisson_d2(rates, counts),
+        "poisson_d2": metrics.finite_mean(per_unit["poisson_d2"]),
         "psth_r2": metrics.clipped_mean(per_unit["psth_r2"]),
         "single_trial_r2": metrics.clipped_mean(per_unit["single_trial_r2"]),
     }
     if oracle is not None:
         oracle = oracle.astype(np.float64)
         per_unit["oracle_bps"] = metrics.bits_per_spike_per_unit(oracle, counts)
-        summary["oracle_bps"] = metrics.bits_per_spike(oracle, counts)
+        summary["oracle_bps"] = metrics.finite_mean(per_unit["oracle_bps"])
         summary["oracle_bps_pooled"] = metrics.bits_per_spike_pooled(oracle, counts)
     return summary, per_unit
 

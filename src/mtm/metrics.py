@@ -42,12 +42,6 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(-1, x.shape[-1])
 
 
-def poisson_nll_per_unit(rates: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Poisson negative log-likelihood in nats, summed over leading axes: float64 (N,)."""
-    rates, counts = _check(rates, counts)
-    return _nll(_flat(rates), _flat(counts))
-
-
 def _nll(rates: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return (rates - xlogy(counts, rates) + gammaln(counts + 1.0)).sum(axis=0)
 
@@ -77,7 +71,7 @@ def bits_per_spike_per_unit(rates: np.ndarray, counts: np.ndarray) -> np.ndarray
 
 def bits_per_spike(rates: np.ndarray, counts: np.ndarray) -> float:
     """MtM's session score: the mean of per-unit bits/spike over units with a finite value."""
-    return _nanmean(bits_per_spike_per_unit(rates, counts))
+    return finite_mean(bits_per_spike_per_unit(rates, counts))
 
 
 def bits_per_spike_pooled(rates: np.ndarray, counts: np.ndarray) -> float:
@@ -102,7 +96,7 @@ def poisson_d2_per_unit(rates: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 def poisson_d2(rates: np.ndarray, counts: np.ndarray) -> float:
     """BrainWideBench's score: per-unit Poisson D2 averaged over units with a spike."""
-    return _nanmean(poisson_d2_per_unit(rates, counts))
+    return finite_mean(poisson_d2_per_unit(rates, counts))
 
 
 def r2_per_unit(predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
@@ -149,9 +143,10 @@ def single_trial_r2_per_unit(rates: np.ndarray, counts: np.ndarray) -> np.ndarra
 
 def clipped_mean(values: np.ndarray) -> float:
     """MtM's summary of per-unit R2: each clipped to [0, 1], then the mean of finite values."""
-    return _nanmean(np.clip(values, 0.0, 1.0))
+    return finite_mean(np.clip(values, 0.0, 1.0))
 
 
-def _nanmean(values: np.ndarray) -> float:
+def finite_mean(values: np.ndarray) -> float:
+    """The mean of the finite values (a session score from per-unit scores); NaN if none."""
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else math.nan

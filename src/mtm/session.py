@@ -45,20 +45,14 @@ UNIT_COLUMNS = ("uuid", "probe", "cluster_id", "allen", "beryl", "cosmos", "dept
 
 
 @dataclass
-class SessionData:
-    """One binned session as arrays.
+class SessionHeader:
+    """What a binned session is, without its arrays. Reading one takes milliseconds, so a run
+    can list many sessions cheaply.
 
-    counts: (n_trials, n_bins, n_units) uint8/uint16 spike counts
-    wheel_speed, whisker_motion_energy: (n_trials, n_bins) float32, NaN where missing
-    true_rate: (n_trials, n_bins, n_units) float32 Hz, or None (real data)
     trials: per-trial table (TRIAL_COLUMNS); units: per-unit table (UNIT_COLUMNS)
     meta: the file's `mtm.*` metadata (provenance, binning, units, session)
     """
 
-    counts: np.ndarray
-    wheel_speed: np.ndarray
-    whisker_motion_energy: np.ndarray
-    true_rate: np.ndarray | None
     trials: pd.DataFrame
     units: pd.DataFrame
     meta: dict[str, Any]
@@ -72,12 +66,32 @@ class SessionData:
         return bool(self.meta["session"]["usable"])
 
     @property
+    def shape(self) -> tuple[int, int, int]:
+        """(n_trials, n_bins, n_units) of the session's counts."""
+        return len(self.trials), int(self.meta["binning"]["n_bins"]), len(self.units)
+
+    @property
     def bin_size(self) -> float:
         return float(self.meta["binning"]["bin_size"])
 
     @property
     def split(self) -> np.ndarray:
         return self.trials["split"].to_numpy()
+
+
+@dataclass
+class SessionData(SessionHeader):
+    """One binned session as arrays: the header's tables, and
+
+    counts: (n_trials, n_bins, n_units) uint8/uint16 spike counts
+    wheel_speed, whisker_motion_energy: (n_trials, n_bins) float32, NaN where missing
+    true_rate: (n_trials, n_bins, n_units) float32 Hz, or None (real data)
+    """
+
+    counts: np.ndarray
+    wheel_speed: np.ndarray
+    whisker_motion_energy: np.ndarray
+    true_rate: np.ndarray | None
 
     def regions(self, level: str = "beryl") -> np.ndarray:
         """Region acronym of each unit, (n_units,), at level 'allen', 'beryl' or 'cosmos'."""
@@ -137,29 +151,6 @@ def load_session(path: str | Path, *, true_rate: bool = True) -> SessionData:
         units=units,
         meta=meta,
     )
-
-
-@dataclass
-class SessionHeader:
-    """What a binned session is, without its arrays: `meta`, `trials` and `units` as in
-    SessionData. Reading one takes milliseconds, so a run can list many sessions cheaply."""
-
-    trials: pd.DataFrame
-    units: pd.DataFrame
-    meta: dict[str, Any]
-
-    @property
-    def eid(self) -> str:
-        return self.meta["provenance"]["eid"]
-
-    @property
-    def usable(self) -> bool:
-        return bool(self.meta["session"]["usable"])
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """(n_trials, n_bins, n_units) of the session's counts."""
-        return len(self.trials), int(self.meta["binning"]["n_bins"]), len(self.units)
 
 
 def read_session_header(path: str | Path) -> SessionHeader:
