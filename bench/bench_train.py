@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from mtm.masking import MTM_SCHEMES, make_mask, sample_scheme  # noqa: E402
-from mtm.models import NDT1, NDT1Config  # noqa: E402
+from mtm.models import BACKBONES  # noqa: E402
 from mtm.runtime import keep_freed_memory  # noqa: E402
 
 AUTHORS_SAMPLES_PER_S = 15.0  # their fp32 training speed on the project's 2-core machine
@@ -68,8 +68,9 @@ def make_adamw(params) -> tuple[torch.optim.Optimizer, str]:
         return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01), "foreach"
 
 
-def train_speed(args, precision: str, device: torch.device) -> dict:
-    """Per-step wall and process CPU seconds of MtM training steps, after a warm-up."""
+def train_speed(args, precision: str, device: torch.device, backbone: str = "ndt1") -> dict:
+    """Per-step wall and process CPU seconds of MtM training steps of the paper-size `backbone`
+    (mtm.models.BACKBONES), after a warm-up."""
     torch.manual_seed(args.seed)
     data = torch.Generator().manual_seed(args.seed)
     rates = torch.empty(args.units).log_normal_(-2.0, 1.0, generator=data).clamp_max(3.0)  # spikes/bin
@@ -77,7 +78,8 @@ def train_speed(args, precision: str, device: torch.device) -> dict:
         torch.poisson(rates.expand(args.batch, args.bins, args.units), generator=data).to(device) for _ in range(4)
     ]
     regions = torch.randint(0, 8, (args.units,), generator=data).to(device)
-    model = NDT1(NDT1Config.paper({"bench": args.units}, n_bins=args.bins, use_prompt=True)).to(device)
+    model_cls, config_cls = BACKBONES[backbone]
+    model = model_cls(config_cls.paper({"bench": args.units}, n_bins=args.bins, use_prompt=True)).to(device)
     model.init_readout_bias(torch.stack(batches).mean(dim=(0, 1, 2)))
     optimizer, kind = make_adamw(model.parameters())
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
@@ -88,7 +90,9 @@ def train_speed(args, precision: str, device: torch.device) -> dict:
         start_wall, start_cpu = time.perf_counter(), time.process_time()
         counts = batches[step % len(batches)]
         scheme = sample_scheme(MTM_SCHEMES, generator=masks)
-        mask = make_mask(scheme, shape=tuple(counts.shape), regions=regions, generator=masks)
+        mask = make_mask(
+            scheme, shape=tuple(counts.shape), regions=regions, generator=masks, token_units=model.token_units
+        )
         with autocast:
             out = model(counts, mask=mask, prompt=MTM_SCHEMES.index(scheme))
         out.loss.backward()

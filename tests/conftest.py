@@ -1,12 +1,14 @@
+"""Fixtures: demo sessions through the real fetch -> qc -> bin path.
+
+The IBL packages (ONE, ibllib) are imported where a fixture needs them, so that the model tests
+also run where only torch and the scientific stack are installed (e.g. a GPU machine, for
+tests/test_cuda.py).
+"""
+
+import importlib.util
 from pathlib import Path
 
 import pytest
-
-from mtm.demo import demo_sessions, write_demo_session
-from mtm.ibl.bin_session import bin_session
-from mtm.ibl.fetch import fetch_session
-from mtm.ibl.one_cache import write_one_tables
-from mtm.ibl.qc import run_qc
 
 
 @pytest.fixture(autouse=True)
@@ -16,15 +18,22 @@ def isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     for var in ("ALYX_LOGIN", "ALYX_PWD", "ALYX_TOKEN"):
         monkeypatch.delenv(var, raising=False)
-    from one.api import ONE
+    if importlib.util.find_spec("one") is not None:
+        from one.api import ONE
 
-    ONE.cache_clear()
+        ONE.cache_clear()
     yield home
 
 
 def bin_demo_sessions(root: Path, sessions, *, n_units: int, n_trials: int, seed: int, min_units: int = 5) -> list[Path]:
     """Demo `sessions` (with their true rates) through fetch -> qc -> bin: their binned.parquet.
     The demo cache under `root` is written once, then reused."""
+    from mtm.demo import write_demo_session
+    from mtm.ibl.bin_session import bin_session
+    from mtm.ibl.fetch import fetch_session
+    from mtm.ibl.one_cache import write_one_tables
+    from mtm.ibl.qc import run_qc
+
     if not (root / "cache").exists():
         for session in sessions:
             write_demo_session(root / "cache", root / "truth", session, n_units=n_units, n_trials=n_trials, seed=seed)
@@ -52,6 +61,8 @@ def bin_demo_sessions(root: Path, sessions, *, n_units: int, n_trials: int, seed
 def binned(tmp_path_factory) -> dict[str, Path]:
     """One demo session (96 units, 300 trials, with its true rates) through fetch -> qc -> bin:
     usable, and unusable (a min_units it cannot reach)."""
+    from mtm.demo import demo_sessions
+
     root = tmp_path_factory.mktemp("sessions")
     session = demo_sessions(1)
     usable = bin_demo_sessions(root, session, n_units=96, n_trials=300, seed=3)[0]
@@ -62,4 +73,6 @@ def binned(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def four_sessions(tmp_path_factory) -> list[Path]:
     """Four demo sessions (64 units, 300 trials each): binned.parquet paths."""
+    from mtm.demo import demo_sessions
+
     return bin_demo_sessions(tmp_path_factory.mktemp("four"), demo_sessions(4), n_units=64, n_trials=300, seed=5)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mtm import heldout
-from mtm.models.ndt1 import NDT1, NDT1Config
+from mtm.models import NDT1, NDT2, NDT1Config, NDT2Config
 
 N_TRIALS, N_BINS, N_UNITS = 12, 20, 16
 REGIONS = np.array(["CA1"] * 5 + ["DG"] * 4 + ["LP"] * 6 + ["PO"])
@@ -21,10 +21,14 @@ def counts():
     return counts
 
 
-@pytest.fixture(scope="module")
-def predict():
+@pytest.fixture(scope="module", params=["ndt1", "ndt2"])
+def predict(request):
+    """A predictor of either backbone (NDT2 in patches of 6 units: 3 per bin, the last padded)."""
     torch.manual_seed(0)
-    model = NDT1(NDT1Config.demo({"s": N_UNITS}, n_bins=N_BINS, n_layers=2)).eval()
+    if request.param == "ndt1":
+        model = NDT1(NDT1Config.demo({"s": N_UNITS}, n_bins=N_BINS, n_layers=2)).eval()
+    else:
+        model = NDT2(NDT2Config.demo({"s": N_UNITS}, n_bins=N_BINS, n_layers=2, patch_size=6)).eval()
 
     def run(x, causal):
         with torch.inference_mode():

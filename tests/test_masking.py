@@ -23,7 +23,7 @@ def batches(draw):
     return (B, T, N), regions, valid, draw(st.integers(0, 2**32 - 1))
 
 
-def draw(scheme, shape, regions, valid, seed, ratio=None):
+def draw(scheme, shape, regions, valid, seed, ratio=None, token_units=None):
     return make_mask(
         scheme,
         shape=shape,
@@ -31,6 +31,7 @@ def draw(scheme, shape, regions, valid, seed, ratio=None):
         unit_valid=valid,
         generator=torch.Generator().manual_seed(seed),
         ratio=ratio,
+        token_units=token_units,
     )
 
 
@@ -85,12 +86,38 @@ def test_neuron_hides_whole_units(batch):
 
 @settings(max_examples=40, deadline=None)
 @given(batches())
-def test_random_token_scores_what_it_hides(batch):
+def test_random_scores_what_it_hides(batch):
     shape, regions, valid, seed = batch
-    mask = draw("random-token", shape, regions, valid, seed)
+    mask = draw("random", shape, regions, valid, seed)
     _, valid_bn = per_sample(shape, regions, valid)
     assert torch.equal(mask.target, mask.hidden)
     assert not (mask.hidden & ~valid_bn[:, None, :]).any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches(), st.integers(1, 5))
+def test_random_token_hides_whole_tokens(batch, token_units):
+    shape, regions, valid, seed = batch
+    B, T, N = shape
+    mask = draw("random-token", shape, regions, valid, seed, token_units=token_units)
+    _, valid_bn = per_sample(shape, regions, valid)
+    token = torch.arange(N) // token_units
+    for k in token.unique():
+        units = mask.hidden[:, :, token == k]
+        assert torch.equal(units, units[:, :, :1].expand_as(units)), "a token is hidden whole"
+        if k < token.max():
+            assert (token == k).sum() == token_units
+        # a token of padding units only is never chosen
+        assert not (units.any(dim=2) & ~valid_bn[:, token == k].any(dim=1)[:, None]).any()
+    assert torch.equal(mask.target, mask.hidden & valid_bn[:, None, :])
+
+
+def test_random_token_of_a_whole_bin_is_temporal_masking():
+    regions = torch.zeros(7, dtype=torch.long)
+    mask = draw("random-token", (3, 50, 7), regions, None, seed=1)
+    assert torch.equal(mask.hidden, mask.hidden[:, :, :1].expand(3, 50, 7))
+    patches = draw("random-token", (64, 100, 200), torch.zeros(200, dtype=torch.long), None, 2, token_units=64)
+    assert patches.hidden.float().mean().item() == pytest.approx(DEFAULT_RATIO["random-token"], abs=0.01)
 
 
 @settings(max_examples=60, deadline=None)
@@ -177,7 +204,7 @@ def test_sparse_region_ids():
     assert chosen == {484682470, -1, 12}
 
 
-@pytest.mark.parametrize("scheme", ["temporal", "causal", "neuron", "random-token"])
+@pytest.mark.parametrize("scheme", ["temporal", "causal", "neuron", "random", "random-token"])
 def test_ratios(scheme):
     g = torch.Generator().manual_seed(2)
     shape = (64, 100, 200)
@@ -203,7 +230,7 @@ def test_region_ratios():
 def test_apply_mask_zeroes_hidden_entries_only():
     counts = torch.randint(1, 5, (2, 3, 4), dtype=torch.uint8)
     mask = make_mask(
-        "random-token",
+        "random",
         shape=(2, 3, 4),
         regions=torch.zeros(4, dtype=torch.long),
         generator=torch.Generator().manual_seed(0),

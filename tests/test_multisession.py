@@ -1,5 +1,7 @@
 """Pretraining on several sessions and finetuning on an unseen one."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -77,3 +79,24 @@ def test_finetuning_needs_matching_prompts(four_sessions, tmp_path):
     pretrain_sessions(four_sessions[:1], tmp_path / "pre", TrainConfig(scheme="temporal", epochs=1))
     with pytest.raises(ValueError, match="prompt tokens"):
         finetune_session(tmp_path / "pre", four_sessions[3], tmp_path / "fine", TrainConfig(scheme="mtm-prompt", epochs=1))
+
+
+def test_ndt2_pretrains_and_finetunes_through_padding_and_session_tokens(four_sessions, tensors, tmp_path):
+    """NDT2 shares every layer across sessions; finetuning adds the new session's token and unit
+    offsets, and refuses a checkpoint of another backbone."""
+    config = TrainConfig(scheme="mtm-prompt", backbone="ndt2", epochs=1, patch_size=24)
+    pre = pretrain_sessions(four_sessions[:2], tmp_path / "pre", config)
+    assert set(pre.model.config.sessions) == {t.eid for t in tensors[:2]}
+    assert pre.model.config.max_patches == max(-(-t.n_units // 24) for t in tensors[:2])
+    before = load_pretrained(tmp_path / "pre").state_dict()
+    result = finetune_session(
+        tmp_path / "pre", four_sessions[3], tmp_path / "fine", dataclasses.replace(config, trainable="session")
+    )
+    new_eid = tensors[3].eid
+    assert set(result.model.config.sessions) == {new_eid}
+    after = result.model.state_dict()
+    own = {f"session_token.{new_eid}", f"unit_offset.{new_eid}"}
+    assert {k for k in after if k.startswith(("session_token.", "unit_offset."))} == own
+    assert all(torch.equal(after[k], before[k]) for k in set(after) - own), "only the new session's layers trained"
+    with pytest.raises(ValueError, match="not the configured ndt1"):
+        finetune_session(tmp_path / "pre", four_sessions[3], tmp_path / "other", TrainConfig(scheme="mtm-prompt", epochs=1))

@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mtm.masking import MTM_SCHEMES, make_mask
 from mtm.models import NDT1, NDT1Config, poisson_nll
-from mtm.models.ndt1 import dropout
+from mtm.models.layers import dropout
 
 B, T, N = 3, 12, 10
 REGIONS = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
@@ -86,7 +86,7 @@ def test_loss_ignores_hidden_unscored_entries():
 
 def test_loss_gradient_is_zero_off_target():
     model = small()
-    mask = mask_of("random-token", seed=2)
+    mask = mask_of("random", seed=2)
     out = model(counts(), mask=mask)
     out.log_rates.retain_grad()
     out.loss.backward()

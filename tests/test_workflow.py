@@ -52,13 +52,14 @@ def test_default_config_dry_run(tmp_path):
     result = subprocess.run(cmd, cwd=wd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     jobs = dict(line.split()[:2] for line in result.stdout.splitlines() if line.split()[:1] and line.split()[-1].isdigit())
-    # 6 demo sessions: one job per session for each per-session rule, one for each join, and a
-    # model per session for each of the 7 rows of the paper's single-session ablation
-    # pretraining on 1 and 4 of the 4 sessions not held out, for 2 schemes, finetuned on the 2
-    # held out; and an evaluation of every model
+    # 6 demo sessions: one job per session for each per-session rule, one for each join; a
+    # model per session for each of NDT1's 7 rows of the paper's single-session ablation and
+    # NDT2's 2; pretraining on 1 and 4 of the 4 sessions not held out, for 2 schemes of each
+    # backbone, finetuned on the 2 held out; and an evaluation of every model
     expected = {
         "demo_cache": 1, "fetch": 6, "qc": 6, "bin": 6, "sessions_table": 1, "data_overview": 1,
-        "train_single": 42, "pretrain": 4, "finetune": 8, "evaluate": 42 + 8, "metrics_table": 1,
+        "train_single": 6 * (7 + 2), "pretrain": 2 * 2 * 2, "finetune": 2 * 2 * 2 * 2,
+        "evaluate": 6 * (7 + 2) + 2 * 2 * 2 * 2, "metrics_table": 1,
     }  # fmt: skip
     assert {rule: int(jobs.get(rule, 0)) for rule in expected} == expected
 
@@ -79,13 +80,16 @@ def test_outputs_and_sane_numbers(workdir):
         assert np.isfinite(s.wheel_speed).mean() > 0.99 and np.isfinite(s.whisker_motion_energy).mean() > 0.99
         assert set(np.unique(s.trials["choice"])) <= {-1, 1}
     assert (workdir / "results/figures/data_overview.png").stat().st_size > 10_000
-    for scheme in ("temporal", "mtm-prompt"):
+    for model in ("ndt1/temporal", "ndt1/mtm-prompt", "ndt2/mtm-prompt"):
         for eid in table["eid"]:
-            log = pd.read_csv(workdir / f"results/models/ndt1/{scheme}/single/{eid}/log.csv")
+            log = pd.read_csv(workdir / f"results/models/{model}/single/{eid}/log.csv")
             assert len(log) == 2 and np.isfinite(log["val_loss"]).all()
+    config = json.loads((workdir / f"results/models/ndt2/mtm-prompt/single/{eid}/config.json").read_text())
+    assert config["model_class"] == "NDT2" and config["model_config"]["patch_size"] == 8
     metrics = pd.read_csv(workdir / "results/eval/metrics.csv")
-    # (2 schemes x 3 sessions + 1 finetuned model) x (4 activity tasks x 7 metrics + 4 behaviour targets x 2)
-    assert len(metrics) == (2 * 3 + 1) * (4 * 7 + 4 * 2)
+    # (3 models x 3 sessions + 2 finetuned models) x (4 activity tasks x 7 metrics + 4 behaviour targets x 2)
+    assert len(metrics) == (3 * 3 + 2) * (4 * 7 + 4 * 2)
+    assert set(metrics["backbone"]) == {"ndt1", "ndt2"}
     assert set(metrics[metrics["setting"] == "pretrain-2"]["eid"]) == {"824cf03d-4012-4ab1-b499-c83a92c5589e"}
     # block may not be decodable in 150 trials (too few 0.2/0.8 trials); it is NaN, not an error
     assert np.isfinite(metrics[metrics["task"] != "block"]["value"]).all()

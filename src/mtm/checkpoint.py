@@ -80,9 +80,9 @@ def load_pretrained(directory: str | Path, *, device: str | torch.device = "cpu"
 
 
 def _model_classes() -> dict[str, tuple[type, type]]:
-    from mtm.models.ndt1 import NDT1, NDT1Config  # here, so that checkpoint imports no model code
+    from mtm.models import BACKBONES  # here, so that checkpoint imports no model code
 
-    return {"NDT1": (NDT1, NDT1Config)}
+    return {model_cls.__name__: (model_cls, config_cls) for model_cls, config_cls in BACKBONES.values()}
 
 
 def save_state(directory: str | Path, state: dict[str, Any]) -> None:

@@ -267,7 +267,7 @@ def evaluate_checkpoint(
     saved = read_config(model_dir)
     meta = saved["metadata"]
     labels = ModelLabels(
-        backbone=saved.get("model_class", "ndt1").lower(), scheme=meta["training"]["scheme"], setting=setting
+        backbone=meta["training"].get("backbone", "ndt1"), scheme=meta["training"]["scheme"], setting=setting
     )
     if "skipped" in saved:
         log.info("%s: no model to evaluate (%s)", meta["eid"], saved["skipped"])

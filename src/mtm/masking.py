@@ -9,7 +9,10 @@ entries are hidden from the model (zeroed in its input) and which of those the l
     intra-region  one region per sample; every other region is hidden (not scored), and a
                   `ratio` fraction of the region's own units is hidden and scored
     inter-region  one region per sample; all of its units are hidden and scored
-    random-token  single (bin, unit) entries, each with probability `ratio`
+    random        single (bin, unit) entries, each with probability `ratio`
+    random-token  whole tokens of the backbone, each with probability `ratio`: for NDT2 a patch
+                  of `token_units` consecutive units in one bin (its own baseline); for NDT1,
+                  whose token is a whole bin, this is temporal masking
 
 MtM trains on `MTM_SCHEMES`, one scheme per batch; a prompt token tells the model which.
 
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-SCHEMES = ("temporal", "neuron", "causal", "intra-region", "inter-region", "random-token")
+SCHEMES = ("temporal", "neuron", "causal", "intra-region", "inter-region", "random", "random-token")
 # The MtM schedule; its order is also the prompt-token vocabulary of the model.
 MTM_SCHEMES = ("neuron", "causal", "intra-region", "inter-region")
 DEFAULT_RATIO = {
@@ -36,6 +39,7 @@ DEFAULT_RATIO = {
     "causal": 0.6,
     "intra-region": 0.3,
     "inter-region": 1.0,
+    "random": 0.3,
     "random-token": 0.3,
 }
 
@@ -73,12 +77,15 @@ def make_mask(
     unit_valid: torch.Tensor | None = None,
     generator: torch.Generator,
     ratio: float | None = None,
+    token_units: int | None = None,
 ) -> Mask:
     """Draw a mask of `scheme` for a batch of `shape` (B, T, N).
 
     regions: long (N,) or (B, N), region id of each unit (any integers), per sample if 2-D.
     unit_valid: bool (N,) or (B, N), False for padding units; None means all valid.
     ratio: the scheme's masking probability; None takes DEFAULT_RATIO[scheme].
+    token_units: for random-token, the units of one token (consecutive units, the last token
+        of a bin possibly shorter); None: a token is a whole bin.
     The mask lives on `regions.device`, which must be the generator's device.
     """
     if scheme not in SCHEMES:
@@ -108,10 +115,24 @@ def make_mask(
         hidden = units[:, None, :].expand(B, T, N)
         return Mask(hidden=hidden, target=hidden, causal=False)
 
-    if scheme == "random-token":
+    if scheme == "random":
         entries = valid[:, None, :].expand(B, T, N).reshape(B, T * N)
         hidden = _bernoulli_at_least_one(rand(B, T * N), ratio, entries).view(B, T, N)
         return Mask(hidden=hidden, target=hidden, causal=False)
+
+    if scheme == "random-token":
+        P = N if token_units is None else token_units
+        if P < 1:
+            raise ValueError(f"token_units must be >= 1, got {token_units}")
+        K = -(-N // P)  # tokens per bin
+        token_of_unit = torch.arange(N, device=device) // P
+        # a token is a candidate if it holds a valid unit
+        valid_in_token = torch.zeros(B, K, device=device).scatter_add_(1, token_of_unit.expand(B, N), valid.float())
+        token_valid = valid_in_token > 0
+        candidates = token_valid[:, None, :].expand(B, T, K).reshape(B, T * K)
+        tokens = _bernoulli_at_least_one(rand(B, T * K), ratio, candidates).view(B, T, K)
+        hidden = tokens[:, :, token_of_unit]  # (B, T, N)
+        return Mask(hidden=hidden, target=hidden & valid[:, None, :], causal=False)
 
     in_region = _draw_region(regions, valid, rand)  # (B, N) valid units of one region per sample
     if scheme == "inter-region":

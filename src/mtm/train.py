@@ -1,4 +1,4 @@
-"""Train NDT1 with a masking scheme, or with MtM's schedule of schemes, on one session or many.
+"""Train a backbone (NDT1 or NDT2) with a masking scheme, or MtM's schedule of schemes, on one or many sessions.
 
 `train(sessions, config, out_dir)` writes into `out_dir`:
     model.safetensors, config.json   the weights of the epoch with the lowest validation loss
@@ -13,12 +13,12 @@ Several sessions (pretraining): every batch comes from one session, and an epoch
 training batch of every session in an order drawn from the data generator, so sessions are
 sampled in proportion to their training trials (`session_sampling: proportional`); `balanced`
 gives each session as many batches per epoch as the largest has, cycling its own. Finetuning:
-`init` is a trained model; sessions it lacks are stitched on (`NDT1.add_session`), those it
+`init` is a trained model; sessions it lacks are added (`add_session`), those it
 has but the run does not train on are removed, and `trainable: session` trains only the new
 sessions' stitchers and tokens.
 
 Losses in the log are the exact Poisson negative log-likelihood per scored entry (nats,
-`mtm.models.ndt1.poisson_nll`), whatever the training loss reduction.
+`mtm.models.layers.poisson_nll`), whatever the training loss reduction.
 The validation masks are drawn once from a generator seeded by (seed, "val"), so every epoch
 (and every run with that seed) is scored on the same entries; an MtM model is scored under
 each scheme of its schedule (with the scheme's prompt for "mtm-prompt"), and the losses are
@@ -53,7 +53,7 @@ from mtm.data import REGION_LEVELS, CountsCache, SessionTensors
 from mtm.distributed import World, process_group, world_from_env
 from mtm.io import write_text
 from mtm.masking import MTM_SCHEMES, SCHEMES, Mask, apply_mask, make_mask, sample_scheme
-from mtm.models.ndt1 import NDT1, NDT1Config, poisson_nll
+from mtm.models import BACKBONES, Backbone, poisson_nll
 from mtm.runtime import exit_on_sigterm, num_threads, progress_bar
 from mtm.seeds import derive_seed
 from mtm.session import load_session, read_session_header
@@ -75,7 +75,9 @@ class TrainConfig:
 
     scheme: a masking scheme (masking.SCHEMES), or "mtm" (one scheme of MTM_SCHEMES drawn per
         batch) or "mtm-prompt" (the same, with the drawn scheme's prompt token)
-    model: NDT1 size, "demo" or "paper"; region_level: units' regions for region masking
+    backbone: "ndt1" or "ndt2" (mtm.models.BACKBONES); model: its size, "demo" or "paper"
+    patch_size: NDT2's units per token; None keeps the size preset's (NDT1: must be None)
+    region_level: units' regions for region masking
     epochs; batch_size in trials; lr: the peak learning rate of the one-cycle schedule (cosine,
         starting at lr / 10, warming up for `warmup_fraction` of the steps, stepped per batch)
     precision: "auto" (bf16 autocast on CUDA, fp32 on the CPU), "fp32" or "bf16"
@@ -89,7 +91,9 @@ class TrainConfig:
     """
 
     scheme: str
+    backbone: str = "ndt1"
     model: str = "demo"
+    patch_size: int | None = None
     region_level: str = "beryl"
     epochs: int = 15
     batch_size: int = 16
@@ -108,6 +112,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         choices = dict(
             scheme=TRAIN_SCHEMES,
+            backbone=tuple(BACKBONES),
             model=MODEL_SIZES,
             region_level=REGION_LEVELS,
             precision=PRECISIONS,
@@ -118,6 +123,8 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig.{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        if self.patch_size is not None and (self.backbone != "ndt2" or self.patch_size < 1):
+            raise ValueError(f"TrainConfig: patch_size is NDT2's, >= 1; got {self.patch_size} for {self.backbone}")
         if self.accumulation < 1 or not (self.dropout is None or 0 <= self.dropout < 1):
             raise ValueError(f"TrainConfig: need accumulation >= 1 and dropout None or in [0, 1): {self}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr < 0 or not 0 < self.warmup_fraction < 1:
@@ -139,17 +146,20 @@ class TrainConfig:
 class TrainResult:
     """model: the best weights, in eval mode; history: the rows of log.csv."""
 
-    model: NDT1
+    model: Backbone
     best_epoch: int
     best_val_loss: float
     history: list[dict[str, float]]
 
 
-def build_model(config: TrainConfig, *, sessions: dict[str, int], n_bins: int) -> NDT1:
-    """A fresh NDT1 of `config.model`'s size for `sessions` (session id -> number of units)."""
-    preset = NDT1Config.paper if config.model == "paper" else NDT1Config.demo
-    dropout = {} if config.dropout is None else {"dropout": config.dropout, "embed_dropout": config.dropout}
-    return NDT1(preset(sessions, n_bins=n_bins, use_prompt=config.use_prompt, loss=config.loss, **dropout))
+def build_model(config: TrainConfig, *, sessions: dict[str, int], n_bins: int) -> Backbone:
+    """A fresh `config.backbone` of `config.model`'s size for `sessions` (session id -> number of units)."""
+    model_cls, config_cls = BACKBONES[config.backbone]
+    preset = config_cls.paper if config.model == "paper" else config_cls.demo
+    options = {} if config.dropout is None else {"dropout": config.dropout, "embed_dropout": config.dropout}
+    if config.patch_size is not None:
+        options["patch_size"] = config.patch_size
+    return model_cls(preset(sessions, n_bins=n_bins, use_prompt=config.use_prompt, loss=config.loss, **options))
 
 
 def prompt_of(scheme: str, *, use_prompt: bool) -> int | None:
@@ -158,15 +168,24 @@ def prompt_of(scheme: str, *, use_prompt: bool) -> int | None:
 
 
 def fixed_masks(
-    data: SessionTensors, split: str, schemes: tuple[str, ...], *, seed: int, batch_size: int
+    data: SessionTensors,
+    split: str,
+    schemes: tuple[str, ...],
+    *,
+    seed: int,
+    batch_size: int,
+    token_units: int | None = None,
 ) -> dict[str, list[Mask]]:
     """Masks for every batch of `split` (unshuffled) under each scheme, drawn from (seed, split,
-    session) alone: the same whichever other sessions are trained alongside."""
+    session) alone: the same whichever other sessions are trained alongside. token_units: the
+    model's (for random-token masking)."""
     generator = torch.Generator().manual_seed(derive_seed(seed, split, data.eid))
     shape = (data.n_bins, data.n_units)
     return {
         scheme: [
-            make_mask(scheme, shape=(len(trials), *shape), regions=data.regions, generator=generator)
+            make_mask(
+                scheme, shape=(len(trials), *shape), regions=data.regions, generator=generator, token_units=token_units
+            )
             for trials in data.batches(split, batch_size=batch_size)
         ]
         for scheme in schemes
@@ -180,7 +199,7 @@ def masked_poisson_nll(log_rates: torch.Tensor, counts: torch.Tensor, target: to
 
 @torch.no_grad()
 def evaluate(
-    model: NDT1,
+    model: Backbone,
     data: SessionTensors,
     masks: dict[str, list[Mask]],
     *,
@@ -232,7 +251,7 @@ class _Run:
         sessions: list[SessionTensors],
         config: TrainConfig,
         device: torch.device,
-        init: NDT1 | None,
+        init: Backbone | None,
         world: World = World(),
     ) -> None:
         self.sessions, self.config, self.device, self.world = sessions, config, device, world
@@ -341,7 +360,7 @@ def train(
     config: TrainConfig,
     out_dir: str | Path,
     *,
-    init: NDT1 | None = None,
+    init: Backbone | None = None,
     threads: int | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> TrainResult:
@@ -366,7 +385,10 @@ def train(
         run = _Run(sessions, config, device, init, world)
         _resume(run, out_dir / STATE_DIR, name)
         val_masks = {
-            data.eid: fixed_masks(data, "val", config.schemes, seed=config.seed, batch_size=config.batch_size)
+            data.eid: fixed_masks(
+                data, "val", config.schemes, seed=config.seed, batch_size=config.batch_size,
+                token_units=run.model.token_units,
+            )  # fmt: skip
             for data in sessions
         }
         bar = progress_bar(total=config.epochs * run.steps_per_epoch, initial=run.step)
@@ -436,6 +458,7 @@ def _train_epoch(run: _Run, precision: str, bar) -> float:
             shape=(len(trials), data.n_bins, data.n_units),
             regions=data.regions,
             generator=run.generators["mask"],
+            token_units=run.model.token_units,
         )
         n_scored = int(mask.target.sum())  # over the whole batch, on every process
         run.optimizer.zero_grad(set_to_none=True)
@@ -600,6 +623,8 @@ def finetune_session(
         _write_log(Path(out_dir) / "log.csv", [], config.schemes)
         return None
     model = load_pretrained(checkpoint)
+    if not isinstance(model, BACKBONES[config.backbone][0]):
+        raise ValueError(f"{checkpoint}: the model is a {type(model).__name__}, not the configured {config.backbone}")
     if model.config.use_prompt != config.use_prompt:
         raise ValueError(f"{checkpoint}: the model's prompt tokens ({model.config.use_prompt}) do not match scheme {config.scheme}")
     data = SessionTensors.from_session(session, region_level=config.region_level)

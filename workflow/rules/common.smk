@@ -62,6 +62,7 @@ PRETRAIN_POOL = [eid for eid in EIDS if eid not in HELDOUT]
 
 wildcard_constraints:
     eid="[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+    backbone="ndt1|ndt2",
 
 
 def fetch_inputs(wildcards):
@@ -83,14 +84,45 @@ def pretrain_binned(wildcards):
     return [f"results/sessions/{eid}/binned.parquet" for eid in PRETRAIN_POOL[:n]]
 
 
-def multisession_training(stage):
-    """TrainConfig fields for the pretraining or finetuning stage."""
+BACKBONES = config["training"]["backbones"]
+for section in ("training", "multisession"):
+    missing = [b for b in BACKBONES if b not in config[section]["schemes"]]
+    if missing:
+        raise ValueError(
+            f"config: {section}.schemes lists no schemes for backbone(s) {missing} of training.backbones"
+        )
+
+
+def trained_models(pattern, section, **wildcards):
+    """`pattern` expanded over every (backbone, scheme) of the config's `section` (training or
+    multisession) and over `wildcards`."""
+    return [
+        path
+        for backbone in BACKBONES
+        for path in expand(
+            pattern,
+            backbone=backbone,
+            scheme=config[section]["schemes"][backbone],
+            **wildcards,
+        )
+    ]
+
+
+def backbone_training(backbone):
+    """TrainConfig fields of single-session training of `backbone`, as configured."""
+    fields = {k: config["training"][k] for k in TRAIN_PARAMS}
+    patch_size = config["training"]["patch_size"]
+    if backbone == "ndt2" and patch_size is not None:
+        fields["patch_size"] = patch_size
+    return {"backbone": backbone, **fields}
+
+
+def multisession_training(stage, backbone):
+    """TrainConfig fields of `backbone` for the pretraining or finetuning stage."""
     multi = config["multisession"]
-    epochs = multi["epochs"] if stage == "pretrain" else multi["finetune_epochs"]
-    shared = {k: config["training"][k] for k in TRAIN_PARAMS if k != "epochs"}
     return {
-        **shared,
-        "epochs": epochs,
+        **backbone_training(backbone),
+        "epochs": multi["epochs"] if stage == "pretrain" else multi["finetune_epochs"],
         "trainable": multi["trainable"] if stage == "finetune" else "all",
         "session_sampling": multi["session_sampling"],
     }

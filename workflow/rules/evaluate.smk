@@ -1,9 +1,9 @@
-# Per (masking scheme, setting, session): every activity task and behaviour decoder on the test
+# Per (backbone, masking scheme, setting, session): every activity task and behaviour decoder on the test
 # trials of the model of that session; then one table of all of them. Setting "single": trained
 # on the session alone; "pretrain-{n}": pretrained on n other sessions, finetuned on this one.
 
-MODEL_DIR = "results/models/ndt1/{scheme}/{setting}/{eid}"
-EVAL_DIR = "results/eval/ndt1/{scheme}/{setting}/{eid}"
+MODEL_DIR = "results/models/{backbone}/{scheme}/{setting}/{eid}"
+EVAL_DIR = "results/eval/{backbone}/{scheme}/{setting}/{eid}"
 EVAL_PARAMS = [
     "tasks",
     "decoding",
@@ -29,9 +29,9 @@ rule evaluate:
         csv=f"{EVAL_DIR}/metrics.csv",
         units=f"{EVAL_DIR}/units.parquet",
     log:
-        "results/logs/eval/ndt1/{scheme}/{setting}/{eid}.log",
+        "results/logs/eval/{backbone}/{scheme}/{setting}/{eid}.log",
     benchmark:
-        "results/benchmarks/eval/ndt1/{scheme}/{setting}/{eid}.tsv"
+        "results/benchmarks/eval/{backbone}/{scheme}/{setting}/{eid}.tsv"
     conda:
         CONDA_ENV
     threads: config["evaluation"]["threads"]
@@ -48,15 +48,12 @@ rule evaluate:
 
 rule metrics_table:
     input:
-        expand(
-            f"{EVAL_DIR}/metrics.parquet",
-            scheme=config["training"]["schemes"],
-            setting="single",
-            eid=EIDS,
+        trained_models(
+            f"{EVAL_DIR}/metrics.parquet", "training", setting="single", eid=EIDS
         ),
-        expand(
+        trained_models(
             f"{EVAL_DIR}/metrics.parquet",
-            scheme=config["multisession"]["schemes"],
+            "multisession",
             setting=[
                 f"pretrain-{n}" for n in config["multisession"]["pretrain_sizes"]
             ],

@@ -3,9 +3,8 @@
 # finetuned model sits in the same layout as a single-session one (setting pretrain-{n} instead
 # of single), so rule evaluate scores both.
 
-PRETRAINED = "results/models/ndt1/{scheme}/pretrain-{n}"
-FINETUNED = "results/models/ndt1/{scheme}/pretrain-{n}/{eid}"
-MULTI_PARAMS = ["epochs", "trainable", "session_sampling"]
+PRETRAINED = "results/models/{backbone}/{scheme}/pretrain-{n}"
+FINETUNED = "results/models/{backbone}/{scheme}/pretrain-{n}/{eid}"
 
 
 wildcard_constraints:
@@ -20,9 +19,9 @@ rule pretrain:
         config=f"{PRETRAINED}/config.json",
         log_csv=f"{PRETRAINED}/log.csv",
     log:
-        "results/logs/train/ndt1/{scheme}/pretrain-{n}.log",
+        "results/logs/train/{backbone}/{scheme}/pretrain-{n}.log",
     benchmark:
-        "results/benchmarks/train/ndt1/{scheme}/pretrain-{n}.tsv"
+        "results/benchmarks/train/{backbone}/{scheme}/pretrain-{n}.tsv"
     conda:
         CONDA_ENV
     threads: config["training"]["threads"]
@@ -31,7 +30,7 @@ rule pretrain:
         runtime=config["training"]["runtime"],
         gpu=config["training"]["gpus"],
     params:
-        training=multisession_training("pretrain"),
+        training=lambda wildcards: multisession_training("pretrain", wildcards.backbone),
         version=mtm.__version__,
     script:
         "../scripts/pretrain.py"
@@ -47,9 +46,9 @@ rule finetune:
         config=f"{FINETUNED}/config.json",
         log_csv=f"{FINETUNED}/log.csv",
     log:
-        "results/logs/train/ndt1/{scheme}/pretrain-{n}/{eid}.log",
+        "results/logs/train/{backbone}/{scheme}/pretrain-{n}/{eid}.log",
     benchmark:
-        "results/benchmarks/train/ndt1/{scheme}/pretrain-{n}/{eid}.tsv"
+        "results/benchmarks/train/{backbone}/{scheme}/pretrain-{n}/{eid}.tsv"
     conda:
         CONDA_ENV
     threads: config["training"]["threads"]
@@ -58,7 +57,7 @@ rule finetune:
         runtime=config["training"]["runtime"],
         gpu=config["training"]["gpus"],
     params:
-        training=multisession_training("finetune"),
+        training=lambda wildcards: multisession_training("finetune", wildcards.backbone),
         version=mtm.__version__,
     script:
         "../scripts/finetune.py"

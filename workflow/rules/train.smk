@@ -1,8 +1,9 @@
-# Per (masking scheme, session): NDT1 trained on that session alone. An unusable session is a
-# successful job whose config.json says why it was skipped (and whose weights file is empty).
+# Per (backbone, masking scheme, session): a model trained on that session alone. An unusable
+# session is a successful job whose config.json says why it was skipped (and whose weights file
+# is empty).
 
-NDT1_SINGLE = "results/models/ndt1/{scheme}/single/{eid}"
-# TrainConfig fields, as configured (the scheme comes from the wildcard)
+SINGLE = "results/models/{backbone}/{scheme}/single/{eid}"
+# TrainConfig fields, as configured (backbone and scheme come from the wildcards)
 TRAIN_PARAMS = [
     "model",
     "region_level",
@@ -19,20 +20,20 @@ TRAIN_PARAMS = [
 
 
 wildcard_constraints:
-    scheme="temporal|neuron|causal|intra-region|inter-region|random-token|mtm|mtm-prompt",
+    scheme="temporal|neuron|causal|intra-region|inter-region|random|random-token|mtm|mtm-prompt",
 
 
 rule train_single:
     input:
         binned="results/sessions/{eid}/binned.parquet",
     output:
-        model=f"{NDT1_SINGLE}/model.safetensors",
-        config=f"{NDT1_SINGLE}/config.json",
-        log_csv=f"{NDT1_SINGLE}/log.csv",
+        model=f"{SINGLE}/model.safetensors",
+        config=f"{SINGLE}/config.json",
+        log_csv=f"{SINGLE}/log.csv",
     log:
-        "results/logs/train/ndt1/{scheme}/single/{eid}.log",
+        "results/logs/train/{backbone}/{scheme}/single/{eid}.log",
     benchmark:
-        "results/benchmarks/train/ndt1/{scheme}/single/{eid}.tsv"
+        "results/benchmarks/train/{backbone}/{scheme}/single/{eid}.tsv"
     conda:
         CONDA_ENV
     threads: config["training"]["threads"]
@@ -41,7 +42,7 @@ rule train_single:
         runtime=config["training"]["runtime"],
         gpu=config["training"]["gpus"],
     params:
-        training={k: config["training"][k] for k in TRAIN_PARAMS},
+        training=lambda wildcards: backbone_training(wildcards.backbone),
         version=mtm.__version__,
     script:
         "../scripts/train_single.py"
@@ -49,9 +50,5 @@ rule train_single:
 
 rule train_all:
     input:
-        expand(
-            f"{NDT1_SINGLE}/config.json",
-            scheme=config["training"]["schemes"],
-            eid=EIDS,
-        ),
+        trained_models(f"{SINGLE}/config.json", "training", eid=EIDS),
     localrule: True

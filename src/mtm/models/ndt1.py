@@ -21,14 +21,21 @@ hidden entries and scores the target entries with the Poisson negative log-likel
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mtm.masking import MTM_SCHEMES, Mask, apply_mask
+from mtm.models.layers import (
+    Block,
+    ModelOutput,
+    dropout,
+    init_weights,
+    masked_output,
+    rotary_tables,
+    scale_residual_outputs,
+)
 
 
 @dataclass(kw_only=True)
@@ -84,131 +91,6 @@ class NDT1Config:
         return int(self.use_session) + int(self.use_prompt)
 
 
-@dataclass
-class NDT1Output:
-    log_rates: torch.Tensor  # float32 (B, T, N), log(spikes per bin)
-    loss: torch.Tensor | None  # scalar; None without a mask or without scored entries
-    n_scored: int  # entries the loss scored
-
-
-def poisson_nll(
-    log_rates: torch.Tensor, counts: torch.Tensor, target: torch.Tensor, reduction: str = "mean"
-) -> torch.Tensor:
-    """Exact Poisson negative log-likelihood, in nats, of `counts` under rates exp(log_rates).
-
-    log_rates, counts: float (B, T, N); target: bool (B, T, N), the entries scored.
-    reduction: "mean" (per scored entry), "sum", or "none" (B, T, N) with zeros off target.
-
-    Per entry: exp(r) - k r + lgamma(k + 1). The lgamma term is constant in the parameters (so
-    it changes no gradient) but makes the value a true likelihood, comparable across datasets
-    and models; torch's PoissonNLLLoss(log_input=True) leaves it out. Off-target entries are
-    removed with `where`, never multiplied by zero, so neither their counts (which may be
-    garbage, e.g. padding) nor an overflowing exp(r) can leak a NaN into the loss or gradient.
-    """
-    r = log_rates.float().masked_fill(~target, 0.0)
-    k = counts.float().masked_fill(~target, 0.0)
-    nll = torch.where(target, r.exp() - k * r + torch.lgamma(k + 1.0), 0.0)
-    if reduction == "none":
-        return nll
-    if reduction == "sum":
-        return nll.sum()
-    if reduction == "mean":
-        return nll.sum() / target.sum().clamp_min(1)
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-
-
-Rotary = tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin) tables, or no rotary embedding
-
-
-def rotary_tables(length: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin (length, head_dim) for rotary position embedding, positions 0..length-1."""
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-    angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
-    angles = torch.cat([angles, angles], dim=-1)
-    return angles.cos(), angles.sin()
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate feature pairs (i, i + d/2) of x (B, H, L, d) by position-dependent angles."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
-
-
-def dropout(x: torch.Tensor, p: float, *, training: bool) -> torch.Tensor:
-    """F.dropout(x, p, training), with a cheaper random mask on CPU.
-
-    On CPU, bernoulli_ (behind F.dropout) costs about 9 ns per element: at paper size a fifth
-    of an fp32 and over a third of a bf16 training step. Here each element instead gets a
-    15-bit uniform integer, two per 32-bit draw of torch's global generator, about 5x cheaper
-    all told; p is thus rounded to a multiple of 2^-15.
-    """
-    if not training or p == 0.0:
-        return x
-    if x.device.type != "cpu":
-        return F.dropout(x, p, training=True)
-    n = x.numel()
-    words = torch.empty((n + 1) // 2, dtype=torch.int32, device=x.device).random_()  # 31 random bits
-    uniform15 = words.bitwise_and_(0x7FFF7FFF).view(torch.int16)[:n].view(x.shape)  # [0, 2^15)
-    return x * (uniform15 >= round(p * 32768)).to(x.dtype).mul_(1.0 / (1.0 - p))
-
-
-class Attention(nn.Module):
-    def __init__(self, config: NDT1Config):
-        super().__init__()
-        self.n_heads = config.n_heads
-        self.dropout = config.dropout
-        self.qkv = nn.Linear(config.hidden, 3 * config.hidden)
-        self.proj = nn.Linear(config.hidden, config.hidden)
-
-    def forward(self, x: torch.Tensor, *, allowed: torch.Tensor | None, rotary: Rotary) -> torch.Tensor:
-        """x (B, L, hidden) -> (B, L, hidden). allowed: bool (L, L), query i may see key j; None
-        for all. rotary: (cos, sin) tables (L, head_dim), or None for learned positions.
-        """
-        B, L, C = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
-        if rotary is not None:
-            cos, sin = (t.to(q.dtype) for t in rotary)
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if self.training and self.dropout > 0 and x.device.type == "cpu":
-            # SDPA would fall back to this same math on CPU, but draw its dropout mask slowly
-            scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, heads, L, L)
-            if allowed is not None:
-                scores = scores.masked_fill(~allowed, float("-inf"))
-            y = dropout(scores.softmax(dim=-1), self.dropout, training=True) @ v
-        else:
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
-            )
-        y = self.proj(y.transpose(1, 2).reshape(B, L, C))
-        return dropout(y, self.dropout, training=self.training)
-
-
-class MLP(nn.Module):
-    def __init__(self, config: NDT1Config):
-        super().__init__()
-        self.up = nn.Linear(config.hidden, config.ffn)
-        self.proj = nn.Linear(config.ffn, config.hidden)
-        self.dropout = config.dropout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(self.proj(F.gelu(self.up(x))), self.dropout, training=self.training)
-
-
-class Block(nn.Module):
-    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
-
-    def __init__(self, config: NDT1Config):
-        super().__init__()
-        self.ln_attn = nn.LayerNorm(config.hidden)
-        self.attn = Attention(config)
-        self.ln_mlp = nn.LayerNorm(config.hidden)
-        self.mlp = MLP(config)
-
-    def forward(self, x: torch.Tensor, *, allowed: torch.Tensor | None, rotary: Rotary) -> torch.Tensor:
-        x = x + self.attn(self.ln_attn(x), allowed=allowed, rotary=rotary)
-        return x + self.mlp(self.ln_mlp(x))
-
-
 class NDT1(nn.Module):
     def __init__(self, config: NDT1Config):
         super().__init__()
@@ -222,7 +104,7 @@ class NDT1(nn.Module):
         self.embed = nn.Sequential(nn.Softsign(), nn.Linear(c.embed_width, c.hidden))
         self.prompt = nn.Embedding(len(MTM_SCHEMES), c.hidden) if c.use_prompt else None
         self.position = nn.Parameter(torch.zeros(c.n_bins, c.hidden)) if c.position == "learned" else None
-        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
+        self.blocks = nn.ModuleList(Block(c.hidden, c.n_heads, c.ffn, c.dropout) for _ in range(c.n_layers))
         self.ln_final = nn.LayerNorm(c.hidden)
 
         L = c.n_context + c.n_bins
@@ -236,16 +118,18 @@ class NDT1(nn.Module):
             cos, sin = rotary_tables(L, c.hidden // c.n_heads)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
-        self.apply(self._init_weights)
-        # GPT-2: scale the residual branches' output layers so the residual stream's variance
-        # does not grow with depth
-        for block in self.blocks:
-            for proj in (block.attn.proj, block.mlp.proj):
-                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * c.n_layers))
+        self.apply(init_weights)
+        scale_residual_outputs(self.blocks)
         if self.position is not None:
             nn.init.normal_(self.position, std=0.02)
         for eid, n_units in c.sessions.items():
             self._stitch(eid, n_units)
+
+    @property
+    def token_units(self) -> None:
+        """Units per token, for `mtm.masking.make_mask`'s random-token scheme: None, a token is
+        a whole bin."""
+        return None
 
     def _stitch(self, eid: str, n_units: int) -> None:
         """Create session `eid`'s input layer, readout and token, initialised, on the model's device."""
@@ -254,7 +138,7 @@ class NDT1(nn.Module):
         self.stitch_in[eid] = nn.Linear(n_units, c.embed_width, device=device)
         self.readout[eid] = nn.Linear(c.hidden, n_units, device=device)
         for layer in (self.stitch_in[eid], self.readout[eid]):
-            self._init_weights(layer)
+            init_weights(layer)
         if c.use_session:
             self.session_token[eid] = nn.Parameter(0.02 * torch.randn(c.hidden, device=device))
 
@@ -293,14 +177,6 @@ class NDT1(nn.Module):
             raise ValueError(f"session {session} is not part of the model (it has {len(self.config.sessions)})")
         return session
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=0.02)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=0.02)
-
     @torch.no_grad()
     def init_readout_bias(self, mean_counts: torch.Tensor, session: str | None = None) -> None:
         """Start each unit's log rate at log(its mean count per bin); mean_counts float (N,).
@@ -319,7 +195,7 @@ class NDT1(nn.Module):
         prompt: int | torch.Tensor | None = None,
         session: str | None = None,
         causal: bool = False,
-    ) -> NDT1Output:
+    ) -> ModelOutput:
         """counts: (B, T, N) raw spike counts (any real or integer dtype), T <= n_bins.
         mask: entries to hide and score; None runs on the full input and returns no loss.
         causal: causal attention without a mask (for input the caller has masked itself);
@@ -364,13 +240,7 @@ class NDT1(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             log_rates = self.readout[session](self.ln_final(x[:, c.n_context :].float()))  # (B, T, N)
 
-        if mask is None:
-            return NDT1Output(log_rates=log_rates, loss=None, n_scored=0)
-        n_scored = int(mask.target.sum())
-        if n_scored == 0:
-            return NDT1Output(log_rates=log_rates, loss=None, n_scored=0)
-        loss = poisson_nll(log_rates, counts, mask.target, c.loss)
-        return NDT1Output(log_rates=log_rates, loss=loss, n_scored=n_scored)
+        return masked_output(log_rates, counts, None if mask is None else mask.target, c.loss)
 
     def flops_per_sample(self, session: str | None = None, *, training: bool = True) -> float:
         """Matmul FLOPs for one sample of n_bins bins (2 per multiply-add), attention scores
