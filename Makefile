@@ -30,6 +30,7 @@ bench: setup
 	$(BIN)/python bench/bench_cosmooth.py
 	$(BIN)/python bench/bench_pretrain.py
 	$(BIN)/python bench/bench_pretrain_scale.py
+	$(BIN)/python bench/bench_ndt2.py
 
 lint: setup
 	$(BIN)/snakefmt --check Snakefile workflow/rules

@@ -80,6 +80,9 @@ def test_outputs_and_sane_numbers(workdir):
         assert np.isfinite(s.wheel_speed).mean() > 0.99 and np.isfinite(s.whisker_motion_energy).mean() > 0.99
         assert set(np.unique(s.trials["choice"])) <= {-1, 1}
     assert (workdir / "results/figures/data_overview.png").stat().st_size > 10_000
+    ablation = pd.read_csv(workdir / "results/figures/ablation.csv")
+    assert set(ablation["backbone"]) == {"ndt1", "ndt2"} and (ablation["n_sessions"] <= 3).all()
+    assert set(ablation[ablation["backbone"] == "ndt2"]["row"]) == {"mtm-prompt", "oracle", "chance"}
     for model in ("ndt1/temporal", "ndt1/mtm-prompt", "ndt2/mtm-prompt"):
         for eid in table["eid"]:
             log = pd.read_csv(workdir / f"results/models/{model}/single/{eid}/log.csv")

@@ -18,9 +18,29 @@ rule data_overview:
         "../scripts/data_overview.py"
 
 
+rule ablation_figure:
+    input:
+        rules.metrics_table.output.parquet,
+    output:
+        png="results/figures/ablation.png",
+        pdf="results/figures/ablation.pdf",
+        caption="results/figures/ablation.txt",
+        table="results/figures/ablation.csv",
+    log:
+        "results/logs/figures/ablation.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    params:
+        demo=config["source"] == "demo",
+    script:
+        "../scripts/ablation_figure.py"
+
+
 rule all_figures:
     input:
         rules.data_overview.output,
+        rules.ablation_figure.output,
         "results/sessions/sessions.tsv",
         rules.metrics_table.output,
     output:

@@ -22,9 +22,9 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
 from mtm.ibl.trials import EXCLUSION_REASONS
+from mtm.figures.output import DEMO_NOTICE
 from mtm.io import atomic_path, write_text
 
-DEMO_NOTICE = "Synthetic demo data (IBL ALF layout; statistics from real IBL units)"
 MAX_REGIONS = 25  # heatmap columns; rarer regions are pooled into one 'other' column
 DPI = 150
 CELL_W, ROW_H = 0.34, 0.3  # in, heatmap cell width and per-session row height

@@ -1,0 +1,127 @@
+"""The single-session ablation, MtM's Table 1: every masking scheme x every task, per backbone.
+
+For each backbone, one row of two heatmaps: the activity tasks in bits/spike (co-smoothing,
+forward prediction, intra-region, inter-region) and behaviour decoding from the predicted rates
+(choice and block accuracy, wheel speed and whisker motion energy R²). Each cell is the mean over
+sessions of the models trained on one session alone. Below the schemes, a reference row: the
+true rates' bits/spike (oracle, where the data have true rates) and the decoders' chance level.
+Colour ranks the schemes within each column (the tasks' scales differ); the best is in bold.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mtm.figures.output import (
+    BACKBONE_LABELS,
+    SCHEME_LABELS,
+    SCHEME_ORDER,
+    TASK_LABELS,
+    new_figure,
+    save_figure,
+    title,
+)
+from mtm.io import write_text
+
+ACTIVITY_TASKS = ("co-smoothing", "forward-prediction", "intra-region", "inter-region")
+BEHAVIOUR_METRICS = {"choice": "accuracy", "block": "accuracy", "wheel-speed": "r2", "whisker-motion-energy": "r2"}
+ORACLE, CHANCE = "oracle", "chance"
+TABLE_COLUMNS = ("backbone", "row", "task", "metric", "mean", "sem", "n_sessions")
+
+
+def ablation_table(metrics: pd.DataFrame, *, setting: str = "single") -> pd.DataFrame:
+    """Table 1 in numbers (TABLE_COLUMNS): per backbone, row and task, the mean, standard error
+    and number of sessions with a finite value. A row is a scheme, or ORACLE (activity tasks:
+    the true rates' bits/spike) or CHANCE (behaviour: the decoders' chance level); a session's
+    reference value is the same for every model of it, and counts once."""
+    m = metrics[metrics["setting"] == setting]
+    activity = m[m["task"].isin(ACTIVITY_TASKS)]
+    behaviour = m[m["task"].isin(BEHAVIOUR_METRICS)]
+    wanted = behaviour["metric"] == behaviour["task"].map(BEHAVIOUR_METRICS)
+    chance = behaviour["metric"] == "chance_" + behaviour["task"].map(BEHAVIOUR_METRICS)
+    parts = [
+        activity[activity["metric"] == "bps"].assign(row=lambda t: t["scheme"]),
+        behaviour[wanted].assign(row=lambda t: t["scheme"]),
+        activity[activity["metric"] == "oracle_bps"].assign(row=ORACLE, metric="bps"),
+        behaviour[chance].assign(row=CHANCE, metric=lambda t: t["metric"].str.removeprefix("chance_")),
+    ]
+    rows = pd.concat(parts, ignore_index=True)
+    if rows.empty:
+        return pd.DataFrame(columns=list(TABLE_COLUMNS))
+    keys = ["backbone", "row", "task", "metric"]
+    per_session = rows.groupby([*keys, "eid"])["value"].mean().dropna()  # references: once per session
+    grouped = per_session.groupby(keys)
+    table = pd.DataFrame({"mean": grouped.mean(), "sem": grouped.sem(), "n_sessions": grouped.size()}).reset_index()
+    return table[list(TABLE_COLUMNS)]
+
+
+def plot_ablation(metrics_path: Path, *, png: Path, pdf: Path, caption: Path, table_csv: Path, demo: bool) -> None:
+    """Draw the ablation figure from the metrics table at `metrics_path`; write the figure
+    (`png`, `pdf`), its `caption` and the table in numbers (`table_csv`), each atomically."""
+    table = ablation_table(pd.read_parquet(metrics_path))
+    backbones = [b for b in BACKBONE_LABELS if b in set(table["backbone"])] or ["ndt1"]
+    n_rows = {b: len(_schemes(table, b)) + 1 for b in backbones}
+    fig = new_figure(13.0, 1.2 + sum(0.42 * n + 0.9 for n in n_rows.values()))
+    grid = fig.add_gridspec(len(backbones), 2, height_ratios=[n_rows[b] for b in backbones], width_ratios=[1, 1])
+    for i, backbone in enumerate(backbones):
+        schemes = _schemes(table, backbone)
+        label = BACKBONE_LABELS.get(backbone, backbone)
+        _heatmap(fig.add_subplot(grid[i, 0]), table, backbone, schemes, list(ACTIVITY_TASKS), ORACLE,
+                 f"{label}: activity (bits/spike)", show_rows=True)  # fmt: skip
+        _heatmap(fig.add_subplot(grid[i, 1]), table, backbone, schemes, list(BEHAVIOUR_METRICS), CHANCE,
+                 f"{label}: behaviour decoded from predicted rates (accuracy, R²)", show_rows=False)  # fmt: skip
+    n_sessions = int(table["n_sessions"].max()) if len(table) else 0
+    title(fig, f"Single-session masking ablation (MtM Table 1), mean over {n_sessions} sessions", demo=demo)
+    text = (
+        f"Single-session ablation (MtM, Table 1): a model trained on each session alone with each masking "
+        f"scheme (rows), per backbone; cells are means over up to {n_sessions} sessions of the test trials' "
+        "bits/spike for the four activity tasks (co-smoothing with the neuron prompt, forward prediction of the "
+        "last 200 ms with causal attention, intra- and inter-region prediction), and of the accuracy (choice, "
+        "block prior) or R² (wheel speed, whisker motion energy; per bin over test trials) of a decoder fitted "
+        "on the predicted rates of the train and validation trials. Grey rows: the bits/spike of the true "
+        "rates (oracle; synthetic data only) and the decoders' chance level. Colour ranks the schemes within "
+        "each column, the best in bold. Numbers: ablation.csv."
+    )
+    save_figure(fig, png=png, pdf=pdf, caption=caption, text=text, demo=demo)
+    write_text(table_csv, table.to_csv(index=False))
+
+
+def _schemes(table: pd.DataFrame, backbone: str) -> list[str]:
+    present = set(table.loc[table["backbone"] == backbone, "row"]) - {ORACLE, CHANCE}
+    return [s for s in SCHEME_ORDER if s in present] + sorted(present - set(SCHEME_ORDER))
+
+
+def _heatmap(ax, table: pd.DataFrame, backbone: str, schemes: list[str], tasks: list[str], reference: str,
+             heading: str, *, show_rows: bool) -> None:  # fmt: skip
+    """Rows: schemes, then the reference row; columns: tasks. Colours rank each column's schemes."""
+    cells = table[table["backbone"] == backbone].set_index(["row", "task"])["mean"]
+    values = np.array([[cells.get((row, task), np.nan) for task in tasks] for row in [*schemes, reference]])
+    model = values[:-1]
+    lo, hi = np.nanmin(model, axis=0, initial=np.inf), np.nanmax(model, axis=0, initial=-np.inf)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rank = np.where(hi > lo, (model - lo) / (hi - lo), 0.5)
+    shade = np.vstack([rank, np.full((1, len(tasks)), np.nan)])
+    ax.imshow(np.ma.masked_invalid(shade), cmap="Blues", vmin=-0.15, vmax=1.15, aspect="auto")
+    ax.axhspan(len(schemes) - 0.5, len(schemes) + 0.5, color="0.88")
+    ax.axhline(len(schemes) - 0.5, color="0.3", linewidth=1.2)
+    best = np.nanargmax(np.where(np.isnan(model), -np.inf, model), axis=0)
+    for r in range(values.shape[0]):
+        for c in range(values.shape[1]):
+            v = values[r, c]
+            dark = r < len(schemes) and np.isfinite(shade[r, c]) and shade[r, c] > 0.6
+            ax.text(c, r, "n/a" if np.isnan(v) else f"{v:.3f}", ha="center", va="center", fontsize=9,
+                    color="white" if dark else "black",
+                    fontweight="bold" if r == best[c] and np.isfinite(v) and r < len(schemes) else "normal")  # fmt: skip
+    ax.set_xticks(range(len(tasks)), [TASK_LABELS.get(t, t) for t in tasks], fontsize=9)
+    ax.xaxis.tick_top()
+    labels = [SCHEME_LABELS.get(s, s) for s in schemes] + [reference]
+    ax.set_yticks(range(len(labels)), labels if show_rows else [""] * len(labels), fontsize=9)
+    if not show_rows:
+        ax.set_yticks(range(len(labels)), [""] * (len(labels) - 1) + [reference], fontsize=9)
+    ax.tick_params(length=0)
+    ax.set_title(heading, loc="left", fontweight="bold", fontsize=10)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
