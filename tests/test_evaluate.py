@@ -19,6 +19,7 @@ from mtm.evaluate import (
     score_rates,
     write_metrics_table,
 )
+from mtm.masking import MTM_SCHEMES
 from mtm.session import load_session
 from mtm.train import TrainConfig, train_session
 
@@ -63,6 +64,34 @@ def test_table_is_tidy_and_complete(evaluation, session):
     assert (table["model"] == "ndt1/mtm-prompt/single").all() and (table["eid"] == session.eid).all()
     units = evaluation.units
     assert len(units) == 24 * len(heldout.TASKS) and set(units["region"]) <= set(session.units["beryl"].fillna("unknown"))
+    assert len(evaluation.prompts) == 0
+
+
+def test_units_keep_observed_and_predicted_trial_averages(evaluation, session):
+    """The per-unit PSTHs (Hz) over the scored bins: observed equals the test trials' mean count."""
+    units = evaluation.units
+    test = session.split == "test"
+    co = units[units["task"] == "co-smoothing"].iloc[0]
+    observed = session.counts[test][:, :, co["unit"]].mean(axis=0) / session.bin_size
+    np.testing.assert_allclose(co["psth_observed"], observed, rtol=1e-6)
+    assert len(co["psth_predicted"]) == session.counts.shape[1] and (np.asarray(co["psth_predicted"]) > 0).all()
+    forward = units[units["task"] == "forward-prediction"].iloc[0]
+    assert len(forward["psth_observed"]) == heldout.FORWARD_BINS
+
+
+def test_prompt_ablation_scores_every_task_under_every_prompt(trained, session, evaluation):
+    config = EvalConfig(max_units=24, seed=0, prompt_ablation=True)
+    ablated = evaluate_model(trained[1], session, config, labels=LABELS)
+    pd.testing.assert_frame_equal(ablated.metrics, evaluation.metrics)  # the main table is unchanged
+    prompts = ablated.prompts
+    assert tuple(prompts.columns) == METRIC_COLUMNS
+    for task in (*heldout.TASKS, *DECODING_TARGETS):
+        assert set(prompts[prompts["task"] == task]["prompt"]) == set(MTM_SCHEMES), task
+    bps = prompts[prompts["metric"] == "bps"].set_index(["task", "prompt"])["value"]
+    main = values(evaluation.metrics)
+    for task in heldout.TASKS:
+        assert bps[(task, heldout.TASK_PROMPTS[task])] == main[(task, "bps")], "its own prompt: the main value"
+    assert bps.loc["co-smoothing"].nunique() > 1, "the prompt changes the prediction"
 
 
 def test_trained_model_beats_the_null_and_not_the_truth(evaluation):
@@ -130,8 +159,9 @@ def test_checkpoint_files_and_skipped_models(trained, binned, tmp_path):
 
     write_metrics_table(
         [tmp_path / "a/metrics.parquet", tmp_path / "b/metrics.parquet"],
-        tmp_path / "all.parquet", tmp_path / "all.csv", tmp_path / "summary.csv",
+        tmp_path / "all.parquet", tmp_path / "all.csv", tmp_path / "summary.csv", tmp_path / "prompts.parquet",
     )  # fmt: skip
+    assert len(pd.read_parquet(tmp_path / "prompts.parquet")) == 0, "no prompt ablation asked for"
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert len(summary) == len(on_disk) and (summary["n_sessions"] == 1).all()
     row = summary[(summary.task == "co-smoothing") & (summary.metric == "bps")].iloc[0]

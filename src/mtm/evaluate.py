@@ -15,7 +15,10 @@
       accuracy / r2, and chance_accuracy / chance_r2 on the same test trials
 
 Every null model is the per-unit mean rate of the scored cells of the test trials themselves.
-`units`, one row per (task, scored unit), keeps the per-unit values for figures.
+`units`, one row per (task, scored unit), keeps the per-unit values for figures, with the unit's
+observed and predicted trial-averaged rates (Hz) over the scored bins. With `prompt_ablation`, a
+prompted model is also scored on every task and target under every prompt token (`prompts`, the
+same columns as `metrics`; the paper's prompt ablation).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ METRIC_COLUMNS = (
 )  # fmt: skip
 UNIT_COLUMNS = (
     "model", "eid", "task", "unit", "uuid", "region", "bps", "oracle_bps", "poisson_d2", "psth_r2", "single_trial_r2",
+    "psth_observed", "psth_predicted",
 )  # fmt: skip
 # the prompts of the paper's tables: choice under the neuron prompt, whisker energy under the causal one
 DECODING_PROMPTS = {"choice": "neuron", "block": "neuron", "wheel-speed": "causal", "whisker-motion-energy": "causal"}
@@ -64,6 +68,7 @@ class EvalConfig:
     precision: "fp32" or "bf16" (autocast); device: "auto" (CUDA if available) or a device string
     seed: draws the unit subset and the decoders' cross-validation folds
     decoding_prompts: behaviour target -> the MtM scheme whose prompt makes its features
+    prompt_ablation: for a prompted model, also score every task and target under every prompt
     """
 
     tasks: tuple[str, ...] = heldout.TASKS
@@ -75,6 +80,7 @@ class EvalConfig:
     device: str = "auto"
     seed: int = 0
     decoding_prompts: dict[str, str] = field(default_factory=lambda: dict(DECODING_PROMPTS))
+    prompt_ablation: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))  # lists from a config file
@@ -105,6 +111,7 @@ class ModelLabels:
 class Evaluation:
     metrics: pd.DataFrame  # METRIC_COLUMNS
     units: pd.DataFrame  # UNIT_COLUMNS
+    prompts: pd.DataFrame  # METRIC_COLUMNS, every task under every prompt (empty unless asked for)
 
 
 def model_predictor(
@@ -154,24 +161,33 @@ def evaluate_model(
     trials = session.trials.iloc[test]
     conditions = trials[["choice", "block", "reward"]].astype(str).agg("/".join, axis=1).to_numpy()
 
-    rows, unit_rows = [], []
+    rows, unit_rows, prompt_rows = [], [], []
 
-    def row(task: str, prompt: str | None, metric: str, value: float, n_units: int, n_trials: int) -> None:
-        rows.append((labels.model, labels.backbone, labels.scheme, labels.setting, session.eid, task,
-                     prompt or NO_PROMPT, metric, float(value), n_units, n_trials))  # fmt: skip
+    def row(table: list, task: str, prompt: str | None, metric: str, value: float, n_units: int, n_trials: int) -> None:
+        table.append((labels.model, labels.backbone, labels.scheme, labels.setting, session.eid, task,
+                      prompt or NO_PROMPT, metric, float(value), n_units, n_trials))  # fmt: skip
 
-    for task in config.tasks:
-        started = time.perf_counter()
-        prompt = heldout.TASK_PROMPTS[task] if uses_prompt else None
+    def score_task(task: str, prompt: str | None) -> tuple[dict[str, float], dict[str, np.ndarray], heldout.TaskPrediction]:
         predict = model_predictor(model, session=session.eid, prompt=prompt, precision=config.precision)
         prediction = heldout.predict_task(
             predict, task, counts, regions, units=units, batch_size=config.batch_size, forward_bins=config.forward_bins
         )
         scored = np.ix_(np.arange(len(test)), prediction.bins, prediction.units)
         oracle = None if true_rates is None else true_rates[scored]
-        summary, per_unit = score_rates(np.exp(prediction.log_rates), counts[scored], conditions, oracle)
+        rates = np.exp(prediction.log_rates)
+        summary, per_unit = score_rates(rates, counts[scored], conditions, oracle)
+        per_unit["psth_observed"] = counts[scored].mean(axis=0).T / session.bin_size  # (units, bins), Hz
+        per_unit["psth_predicted"] = rates.mean(axis=0).T / session.bin_size
+        return summary, per_unit, prediction
+
+    ablate = config.prompt_ablation and uses_prompt
+    for task in config.tasks:
+        started = time.perf_counter()
+        prompt = heldout.TASK_PROMPTS[task] if uses_prompt else None
+        summary, per_unit, prediction = score_task(task, prompt)
         for metric, value in summary.items():
-            row(task, prompt, metric, value, len(prediction.units), len(test))
+            row(rows, task, prompt, metric, value, len(prediction.units), len(test))
+        psth = {k: list(per_unit.pop(k)) for k in ("psth_observed", "psth_predicted")}
         unit_rows.append(
             pd.DataFrame(
                 {
@@ -182,20 +198,31 @@ def evaluate_model(
                     "uuid": session.units["uuid"].to_numpy()[prediction.units].astype(str),
                     "region": regions[prediction.units],
                     **per_unit,
+                    **psth,
                 }
             )
         )
+        for other in MTM_SCHEMES if ablate else ():
+            other_summary = summary if other == prompt else score_task(task, other)[0]
+            for metric, value in other_summary.items():
+                row(prompt_rows, task, other, metric, value, len(prediction.units), len(test))
         seconds = time.perf_counter() - started
         log.info("%s %s %s: %.4f bits/spike (%.1f s)", session.eid, labels.model, task, summary["bps"], seconds)
 
-    for target, result in _decode(model, session, config, uses_prompt).items():
-        prompt = config.decoding_prompts[target] if uses_prompt else None
-        row(target, prompt, result.metric, result.value, session.counts.shape[2], result.n_test)
-        row(target, prompt, f"chance_{result.metric}", result.chance, session.counts.shape[2], result.n_test)
+    n_units = session.counts.shape[2]
+    default_prompts = {t: config.decoding_prompts[t] if uses_prompt else None for t in config.decoding}
+    for target, result in _decode(model, session, config, default_prompts).items():
+        row(rows, target, default_prompts[target], result.metric, result.value, n_units, result.n_test)
+        row(rows, target, default_prompts[target], f"chance_{result.metric}", result.chance, n_units, result.n_test)
+    for other in MTM_SCHEMES if ablate else ():
+        for target, result in _decode(model, session, config, dict.fromkeys(config.decoding, other)).items():
+            row(prompt_rows, target, other, result.metric, result.value, n_units, result.n_test)
+            row(prompt_rows, target, other, f"chance_{result.metric}", result.chance, n_units, result.n_test)
 
     table = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
     units_table = pd.concat(unit_rows, ignore_index=True) if unit_rows else _empty(UNIT_COLUMNS)
-    return Evaluation(metrics=table, units=units_table[list(UNIT_COLUMNS)])
+    prompts = pd.DataFrame(prompt_rows, columns=list(METRIC_COLUMNS)) if prompt_rows else _empty(METRIC_COLUMNS)
+    return Evaluation(metrics=table, units=units_table[list(UNIT_COLUMNS)], prompts=prompts)
 
 
 def score_rates(
@@ -228,11 +255,12 @@ def score_rates(
     return summary, per_unit
 
 
-def _decode(model, session: SessionData, config: EvalConfig, uses_prompt: bool) -> dict:
-    """Decoding results per target; the log rates of every trial are computed once per prompt."""
+def _decode(model, session: SessionData, config: EvalConfig, prompts: dict[str, str | None]) -> dict:
+    """Decoding results per target of `prompts` (target -> the prompt of its features, None
+    for a model without prompts); the log rates of every trial are computed once per prompt."""
     by_prompt: dict[str | None, list[str]] = {}
-    for target in config.decoding:
-        by_prompt.setdefault(config.decoding_prompts[target] if uses_prompt else None, []).append(target)
+    for target, prompt in prompts.items():
+        by_prompt.setdefault(prompt, []).append(target)
     behaviour = {"wheel-speed": session.wheel_speed, "whisker-motion-energy": session.whisker_motion_energy}
     inputs = torch.from_numpy(session.counts.astype(np.float32))
     results = {}
@@ -242,7 +270,7 @@ def _decode(model, session: SessionData, config: EvalConfig, uses_prompt: bool) 
         features = log_rates.reshape(len(log_rates), -1)
         for result in decode_behaviour(features, session.trials, behaviour, targets=targets, seed=config.seed):
             results[result.target] = result
-    return {target: results[target] for target in config.decoding}
+    return {target: results[target] for target in prompts}
 
 
 def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
@@ -259,7 +287,8 @@ def evaluate_checkpoint(
     threads: int | None = None,
 ) -> Evaluation:
     """Evaluate the model saved in `model_dir` on a binned session; write into `out_dir`:
-    metrics.parquet and metrics.csv (the metrics table), units.parquet (the per-unit table).
+    metrics.parquet and metrics.csv (the metrics table), units.parquet (the per-unit table),
+    prompts.parquet (the prompt ablation; empty unless config.prompt_ablation).
 
     A model that was skipped (an unusable session) gives empty tables, so a join sees it.
     """
@@ -271,7 +300,7 @@ def evaluate_checkpoint(
     )
     if "skipped" in saved:
         log.info("%s: no model to evaluate (%s)", meta["eid"], saved["skipped"])
-        evaluation = Evaluation(metrics=_empty(METRIC_COLUMNS), units=_empty(UNIT_COLUMNS))
+        evaluation = Evaluation(metrics=_empty(METRIC_COLUMNS), units=_empty(UNIT_COLUMNS), prompts=_empty(METRIC_COLUMNS))
     else:
         session = load_session(binned_path)
         if session.eid != meta["eid"]:
@@ -283,6 +312,7 @@ def evaluate_checkpoint(
     write_parquet(out_dir / "metrics.parquet", pa.Table.from_pandas(evaluation.metrics, preserve_index=False), info)
     write_text(out_dir / "metrics.csv", evaluation.metrics.to_csv(index=False))
     write_parquet(out_dir / "units.parquet", pa.Table.from_pandas(evaluation.units, preserve_index=False), info)
+    write_parquet(out_dir / "prompts.parquet", pa.Table.from_pandas(evaluation.prompts, preserve_index=False), info)
     return evaluation
 
 
@@ -300,9 +330,15 @@ def summarise_metrics(table: pd.DataFrame) -> pd.DataFrame:
     return grouped.agg(mean="mean", sem="sem", n_sessions="count").reset_index()
 
 
-def write_metrics_table(paths: list[str | Path], parquet: str | Path, csv: str | Path, summary: str | Path) -> None:
-    """Join the per-model tables into `parquet` and `csv`, and their per-model means into `summary`."""
+def write_metrics_table(
+    paths: list[str | Path], parquet: str | Path, csv: str | Path, summary: str | Path, prompts: str | Path
+) -> None:
+    """Join the per-model tables (metrics.parquet files) into `parquet` and `csv`, their
+    per-model means into `summary`, and the prompt ablations beside them (prompts.parquet) into
+    `prompts`."""
     table = join_metrics(paths)
     write_parquet(parquet, pa.Table.from_pandas(table, preserve_index=False))
     write_text(csv, table.to_csv(index=False))
     write_text(summary, summarise_metrics(table).to_csv(index=False))
+    ablation = join_metrics([Path(path).with_name("prompts.parquet") for path in paths])
+    write_parquet(prompts, pa.Table.from_pandas(ablation, preserve_index=False))

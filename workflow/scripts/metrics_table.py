@@ -4,4 +4,5 @@ from mtm.logs import log_to_file
 log_to_file(snakemake.log[0])
 from mtm.evaluate import write_metrics_table
 
-write_metrics_table(snakemake.input, snakemake.output.parquet, snakemake.output.csv, snakemake.output.summary)
+out = snakemake.output
+write_metrics_table(snakemake.input, out.parquet, out.csv, out.summary, out.prompts)
