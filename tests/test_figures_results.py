@@ -7,30 +7,41 @@ import pytest
 
 from mtm.evaluate import METRIC_COLUMNS
 from mtm.figures.ablation import ablation_table, plot_ablation
+from mtm.figures.mtm_vs_baseline import paired_sessions, plot_mtm_vs_baseline
+from mtm.figures.prompts import plot_prompt_ablation, prompt_table
+from mtm.figures.scaling import plot_scaling, pretrain_size, scaling_table
+from mtm.masking import MTM_SCHEMES
 
 EIDS = ("e1", "e2", "e3")
 SCHEMES = {"ndt1": ("temporal", "mtm-prompt"), "ndt2": ("random-token", "mtm-prompt")}
+FINETUNED = {"ndt1": ("pretrain-1", "pretrain-4")}  # NDT1 pretrained, finetuned on e1 and e2
+HELDOUT = ("e1", "e2")
 
 
 def fake_metrics(seed: int = 0) -> pd.DataFrame:
-    """Every (backbone, scheme, session) of SCHEMES x EIDS with activity and behaviour rows; the
-    oracle and chance values depend on the session only (as in a real table)."""
+    """Every (backbone, scheme, session) of SCHEMES x EIDS with activity and behaviour rows, and
+    NDT1's finetuned models of the HELDOUT sessions; the oracle and chance values depend on the
+    session only (as in a real table)."""
     rng = np.random.default_rng(seed)
+    models = [(b, s, "single", e) for b, schemes in SCHEMES.items() for s in schemes for e in EIDS]
+    models += [(b, s, setting, e) for b, settings in FINETUNED.items() for s in SCHEMES[b] for setting in settings
+               for e in HELDOUT]  # fmt: skip
     rows = []
-    for backbone, schemes in SCHEMES.items():
-        for scheme in schemes:
-            for i, eid in enumerate(EIDS):
-                model = f"{backbone}/{scheme}/single"
-                def row(task, metric, value):
-                    rows.append((model, backbone, scheme, "single", eid, task, "none", metric, value, 32, 80))
-                for task in ("co-smoothing", "forward-prediction", "intra-region", "inter-region"):
-                    row(task, "bps", rng.uniform(0.0, 0.1))
-                    row(task, "oracle_bps", 0.2 + 0.01 * i)
-                    row(task, "psth_r2", rng.uniform())
-                for task, metric in (("choice", "accuracy"), ("block", "accuracy"), ("wheel-speed", "r2"),
-                                     ("whisker-motion-energy", "r2")):  # fmt: skip
-                    row(task, metric, rng.uniform(0.5, 0.9))
-                    row(task, f"chance_{metric}", 0.5 + 0.01 * i)
+    for backbone, scheme, setting, eid in models:
+        i = EIDS.index(eid)
+
+        def row(task, metric, value):
+            rows.append((f"{backbone}/{scheme}/{setting}", backbone, scheme, setting, eid, task, "none", metric,
+                         value, 32, 80))  # fmt: skip
+
+        for task in ("co-smoothing", "forward-prediction", "intra-region", "inter-region"):
+            row(task, "bps", rng.uniform(0.0, 0.1))
+            row(task, "oracle_bps", 0.2 + 0.01 * i)
+            row(task, "psth_r2", rng.uniform())
+        for task, metric in (("choice", "accuracy"), ("block", "accuracy"), ("wheel-speed", "r2"),
+                             ("whisker-motion-energy", "r2")):  # fmt: skip
+            row(task, metric, rng.uniform(0.5, 0.9))
+            row(task, f"chance_{metric}", 0.5 + 0.01 * i)
     return pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
 
 
@@ -67,3 +78,106 @@ def test_ablation_figure_shows_both_backbones(tmp_path):
     csv = pd.read_csv(tmp_path / "ablation.csv")
     assert set(csv["backbone"]) == {"ndt1", "ndt2"} and len(csv) == 2 * (2 * 8 + 8)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_mtm_is_paired_with_its_own_baseline_per_session(tmp_path):
+    metrics = fake_metrics()
+    pairs = paired_sessions(metrics)
+    assert len(pairs) == 2 * 8 * 3  # backbones x tasks x sessions
+    got = pairs.set_index(["backbone", "task", "eid"]).loc[("ndt2", "choice", "e2")]
+    value = metrics[metrics["setting"] == "single"].set_index(["backbone", "scheme", "task", "metric", "eid"])["value"]
+    assert got["baseline"] == value[("ndt2", "random-token", "choice", "accuracy", "e2")]
+    assert got["mtm"] == value[("ndt2", "mtm-prompt", "choice", "accuracy", "e2")]
+    # a session without one of the two is left out, not paired with NaN
+    metrics.loc[(metrics["eid"] == "e3") & (metrics["scheme"] == "temporal"), "value"] = np.nan
+    assert set(paired_sessions(metrics).query("backbone == 'ndt1'")["eid"]) == {"e1", "e2"}
+    metrics.to_parquet(tmp_path / "metrics.parquet")
+    plot_mtm_vs_baseline(tmp_path / "metrics.parquet", png=tmp_path / "f.png", pdf=tmp_path / "f.pdf",
+                         caption=tmp_path / "f.txt", demo=False)  # fmt: skip
+    assert matplotlib.image.imread(tmp_path / "f.png").shape[1] > 1500
+    assert "3 sessions" in (tmp_path / "f.txt").read_text()
+
+
+def test_scaling_table_follows_the_held_out_sessions(tmp_path):
+    metrics = fake_metrics()
+    table = scaling_table(metrics)
+    assert set(table["backbone"]) == {"ndt1"}, "only backbones that were pretrained"
+    assert set(table["n_pretrain"]) == {0, 1, 4} and set(table["n_sessions"]) == {2}
+    alone = table.set_index(["scheme", "n_pretrain", "task"]).loc[("mtm-prompt", 0, "co-smoothing")]
+    expected = metrics.query("backbone == 'ndt1' and scheme == 'mtm-prompt' and setting == 'single' and "
+                             "task == 'co-smoothing' and metric == 'bps' and eid in @HELDOUT")["value"].mean()  # fmt: skip
+    assert alone["mean"] == pytest.approx(expected)
+    reference = table.set_index(["scheme", "n_pretrain", "task"]).loc[("reference", 4, "choice")]
+    assert reference["mean"] == pytest.approx(0.505) and reference["metric"] == "accuracy"
+    assert pretrain_size("single") == 0 and pretrain_size("pretrain-34") == 34
+    metrics.to_parquet(tmp_path / "metrics.parquet")
+    plot_scaling(tmp_path / "metrics.parquet", png=tmp_path / "s.png", pdf=tmp_path / "s.pdf",
+                 caption=tmp_path / "s.txt", demo=True)  # fmt: skip
+    assert "Pretraining sizes: 1, 4." in (tmp_path / "s.txt").read_text()
+    plot_ablation(tmp_path / "metrics.parquet", png=tmp_path / "t.png", pdf=tmp_path / "t.pdf", caption=tmp_path / "t.txt",
+                  table_csv=tmp_path / "t.csv", demo=True, setting="pretrain-4")  # fmt: skip
+    finetuned = pd.read_csv(tmp_path / "t.csv")
+    assert set(finetuned["backbone"]) == {"ndt1"} and set(finetuned["n_sessions"]) == {2}
+    assert "Table 2" in (tmp_path / "t.txt").read_text()
+
+
+def fake_prompts() -> pd.DataFrame:
+    """A prompt ablation of NDT1's finetuned MtM models: every task under every prompt."""
+    metrics = fake_metrics()
+    finetuned = metrics[(metrics["setting"] != "single") & (metrics["scheme"] == "mtm-prompt")]
+    tables = [finetuned.assign(prompt=p, value=finetuned["value"] + 0.01 * i) for i, p in enumerate(MTM_SCHEMES)]
+    return pd.concat(tables, ignore_index=True)
+
+
+def test_prompt_table_shows_the_largest_pretraining_by_prompt(tmp_path):
+    prompts = fake_prompts()
+    table = prompt_table(prompts).set_index(["backbone", "row", "task"])
+    assert set(table.index.get_level_values("row")) == {*MTM_SCHEMES, "oracle", "chance"}
+    chosen = prompts.query("setting == 'pretrain-4' and prompt == 'causal' and task == 'choice' and metric == 'accuracy'")
+    assert table.loc[("ndt1", "causal", "choice"), "mean"] == pytest.approx(chosen["value"].mean())
+    assert table.loc[("ndt1", "causal", "choice"), "n_sessions"] == len(HELDOUT)
+    prompts.to_parquet(tmp_path / "prompts.parquet")
+    plot_prompt_ablation(tmp_path / "prompts.parquet", png=tmp_path / "p.png", pdf=tmp_path / "p.pdf",
+                         caption=tmp_path / "p.txt", table_csv=tmp_path / "p.csv", demo=False)  # fmt: skip
+    assert "pretrained on 4 sessions" in (tmp_path / "p.txt").read_text()
+    empty = prompts.iloc[:0]
+    empty.to_parquet(tmp_path / "none.parquet")
+    plot_prompt_ablation(tmp_path / "none.parquet", png=tmp_path / "n.png", pdf=tmp_path / "n.pdf",
+                         caption=tmp_path / "n.txt", table_csv=tmp_path / "n.csv", demo=False)  # fmt: skip
+    assert (tmp_path / "n.png").stat().st_size > 1000, "an empty ablation still gives a figure that says so"
+
+
+def fake_units(scheme: str, seed: int) -> pd.DataFrame:
+    """A units table of one model: CA1 (4 units), DG (2), unlabelled (5), under both region tasks."""
+    rng = np.random.default_rng(seed)
+    regions = ["CA1"] * 4 + ["DG"] * 2 + ["root"] * 5
+    rows = []
+    for task in ("inter-region", "intra-region", "co-smoothing"):
+        for unit, region in enumerate(regions):
+            observed = rng.gamma(2.0, 2.0, size=100)
+            rows.append({"model": f"ndt1/{scheme}/single", "eid": "e1", "task": task, "unit": unit, "region": region,
+                         "bps": rng.uniform(0, 0.1), "psth_observed": observed,
+                         "psth_predicted": observed * rng.uniform(0.8, 1.2, size=100)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_rasters_pick_a_region_and_draw_it(tmp_path):
+    from mtm.figures.rasters import choose_region, plot_rasters, region_averages
+
+    mtm, base = fake_units("mtm-prompt", 0), fake_units("temporal", 1)
+    assert choose_region(mtm, "CA1") == "CA1"
+    assert choose_region(mtm, "LP") == "CA1", "the labelled region with the most units"
+    assert choose_region(mtm, "DG") == "CA1", "DG has too few units"
+    assert choose_region(mtm[mtm["region"] == "root"], "CA1") is None
+    ids, observed, predicted, bps = region_averages(mtm, "DG", "intra-region")
+    assert list(ids) == [4, 5] and observed.shape == predicted.shape == (2, 100)
+    mtm.to_parquet(tmp_path / "mtm.parquet")
+    base.to_parquet(tmp_path / "base.parquet")
+    plot_rasters(tmp_path / "mtm.parquet", tmp_path / "base.parquet", png=tmp_path / "r.png", pdf=tmp_path / "r.pdf",
+                 caption=tmp_path / "r.txt", demo=True, preferred_region="CA1", window_start=-0.5, bin_size=0.02)  # fmt: skip
+    text = (tmp_path / "r.txt").read_text()
+    assert "CA1" in text and "inter-region: 4 units" in text
+    base[base["unit"] != 0].to_parquet(tmp_path / "fewer.parquet")
+    with pytest.raises(ValueError, match="different units of CA1"):
+        plot_rasters(tmp_path / "mtm.parquet", tmp_path / "fewer.parquet", png=tmp_path / "x.png", pdf=tmp_path / "x.pdf",
+                     caption=tmp_path / "x.txt", demo=True, preferred_region="CA1", window_start=-0.5, bin_size=0.02)  # fmt: skip

@@ -126,3 +126,13 @@ def multisession_training(stage, backbone):
         "trainable": multi["trainable"] if stage == "finetune" else "all",
         "session_sampling": multi["session_sampling"],
     }
+
+
+def evaluation_params(setting):
+    """EvalConfig fields: as configured; the prompt ablation for the models it is asked for."""
+    ablation = config["evaluation"]["prompt_ablation"]
+    return {
+        **{k: config["evaluation"][k] for k in EVAL_PARAMS},
+        "prompt_ablation": ablation == "all"
+        or (ablation == "finetuned" and setting != "single"),
+    }

@@ -28,6 +28,7 @@ rule evaluate:
         metrics=f"{EVAL_DIR}/metrics.parquet",
         csv=f"{EVAL_DIR}/metrics.csv",
         units=f"{EVAL_DIR}/units.parquet",
+        prompts=f"{EVAL_DIR}/prompts.parquet",
     log:
         "results/logs/eval/{backbone}/{scheme}/{setting}/{eid}.log",
     benchmark:
@@ -40,7 +41,7 @@ rule evaluate:
         runtime=config["evaluation"]["runtime"],
         gpu=config["evaluation"]["gpus"],
     params:
-        evaluation={k: config["evaluation"][k] for k in EVAL_PARAMS},
+        evaluation=lambda wildcards: evaluation_params(wildcards.setting),
         version=mtm.__version__,
     script:
         "../scripts/evaluate.py"
@@ -62,7 +63,12 @@ rule metrics_table:
     output:
         parquet="results/eval/metrics.parquet",
         csv="results/eval/metrics.csv",
-        summary="results/eval/summary.csv",
+        summary=report(
+            "results/eval/summary.csv",
+            caption="../report/metrics.rst",
+            category="7. Metrics",
+        ),
+        prompts="results/eval/prompts.parquet",
     log:
         "results/logs/eval/metrics_table.log",
     localrule: True

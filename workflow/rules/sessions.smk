@@ -80,7 +80,11 @@ rule sessions_table:
         qc=expand("results/sessions/{eid}/qc.json", eid=EIDS),
         binned=expand("results/sessions/{eid}/binned.parquet", eid=EIDS),
     output:
-        "results/sessions/sessions.tsv",
+        report(
+            "results/sessions/sessions.tsv",
+            caption="../report/sessions.rst",
+            category="6. Data",
+        ),
     log:
         "results/logs/sessions_table.log",
     localrule: True

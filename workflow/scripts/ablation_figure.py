@@ -14,4 +14,5 @@ plot_ablation(
     caption=Path(out.caption),
     table_csv=Path(out.table),
     demo=snakemake.params.demo,
+    setting=snakemake.params.setting,
 )

@@ -32,71 +32,91 @@ ORACLE, CHANCE = "oracle", "chance"
 TABLE_COLUMNS = ("backbone", "row", "task", "metric", "mean", "sem", "n_sessions")
 
 
-def ablation_table(metrics: pd.DataFrame, *, setting: str = "single") -> pd.DataFrame:
+def ablation_table(metrics: pd.DataFrame, *, setting: str = "single", rows: str = "scheme") -> pd.DataFrame:
     """Table 1 in numbers (TABLE_COLUMNS): per backbone, row and task, the mean, standard error
-    and number of sessions with a finite value. A row is a scheme, or ORACLE (activity tasks:
-    the true rates' bits/spike) or CHANCE (behaviour: the decoders' chance level); a session's
-    reference value is the same for every model of it, and counts once."""
+    and number of sessions with a finite value. A row is a value of the `rows` column (a scheme;
+    or a prompt, for a prompt ablation), or ORACLE (activity tasks: the true rates' bits/spike)
+    or CHANCE (behaviour: the decoders' chance level); a session's reference value is the same
+    for every model of it, and counts once."""
     m = metrics[metrics["setting"] == setting]
     activity = m[m["task"].isin(ACTIVITY_TASKS)]
     behaviour = m[m["task"].isin(BEHAVIOUR_METRICS)]
     wanted = behaviour["metric"] == behaviour["task"].map(BEHAVIOUR_METRICS)
     chance = behaviour["metric"] == "chance_" + behaviour["task"].map(BEHAVIOUR_METRICS)
     parts = [
-        activity[activity["metric"] == "bps"].assign(row=lambda t: t["scheme"]),
-        behaviour[wanted].assign(row=lambda t: t["scheme"]),
+        activity[activity["metric"] == "bps"].assign(row=lambda t: t[rows]),
+        behaviour[wanted].assign(row=lambda t: t[rows]),
         activity[activity["metric"] == "oracle_bps"].assign(row=ORACLE, metric="bps"),
         behaviour[chance].assign(row=CHANCE, metric=lambda t: t["metric"].str.removeprefix("chance_")),
     ]
-    rows = pd.concat(parts, ignore_index=True)
-    if rows.empty:
+    table = pd.concat(parts, ignore_index=True)
+    if table.empty:
         return pd.DataFrame(columns=list(TABLE_COLUMNS))
     keys = ["backbone", "row", "task", "metric"]
-    per_session = rows.groupby([*keys, "eid"])["value"].mean().dropna()  # references: once per session
+    per_session = table.groupby([*keys, "eid"])["value"].mean().dropna()  # references: once per session
     grouped = per_session.groupby(keys)
     table = pd.DataFrame({"mean": grouped.mean(), "sem": grouped.sem(), "n_sessions": grouped.size()}).reset_index()
     return table[list(TABLE_COLUMNS)]
 
 
-def plot_ablation(metrics_path: Path, *, png: Path, pdf: Path, caption: Path, table_csv: Path, demo: bool) -> None:
-    """Draw the ablation figure from the metrics table at `metrics_path`; write the figure
-    (`png`, `pdf`), its `caption` and the table in numbers (`table_csv`), each atomically."""
-    table = ablation_table(pd.read_parquet(metrics_path))
+def plot_ablation(
+    metrics_path: Path, *, png: Path, pdf: Path, caption: Path, table_csv: Path, demo: bool, setting: str = "single"
+) -> None:
+    """Draw the ablation figure of `setting` from the metrics table at `metrics_path`; write the
+    figure (`png`, `pdf`), its `caption` and the table in numbers (`table_csv`), each atomically.
+    setting "single" is MtM's Table 1; "pretrain-{n}" (the held-out sessions, finetuned after
+    pretraining on n others) its Table 2."""
+    table = ablation_table(pd.read_parquet(metrics_path), setting=setting)
     backbones = [b for b in BACKBONE_LABELS if b in set(table["backbone"])] or ["ndt1"]
-    n_rows = {b: len(_schemes(table, b)) + 1 for b in backbones}
+    n_rows = {b: len(table_rows(table, b)) + 1 for b in backbones}
     fig = new_figure(13.0, 1.2 + sum(0.42 * n + 0.9 for n in n_rows.values()))
     grid = fig.add_gridspec(len(backbones), 2, height_ratios=[n_rows[b] for b in backbones], width_ratios=[1, 1])
     for i, backbone in enumerate(backbones):
-        schemes = _schemes(table, backbone)
+        schemes = table_rows(table, backbone)
+        labels = [SCHEME_LABELS.get(s, s) for s in schemes]
         label = BACKBONE_LABELS.get(backbone, backbone)
-        _heatmap(fig.add_subplot(grid[i, 0]), table, backbone, schemes, list(ACTIVITY_TASKS), ORACLE,
-                 f"{label}: activity (bits/spike)", show_rows=True)  # fmt: skip
-        _heatmap(fig.add_subplot(grid[i, 1]), table, backbone, schemes, list(BEHAVIOUR_METRICS), CHANCE,
-                 f"{label}: behaviour decoded from predicted rates (accuracy, R²)", show_rows=False)  # fmt: skip
+        heatmap(fig.add_subplot(grid[i, 0]), table, backbone, schemes, labels, list(ACTIVITY_TASKS), ORACLE,
+                f"{label}: activity (bits/spike)", show_rows=True)  # fmt: skip
+        heatmap(fig.add_subplot(grid[i, 1]), table, backbone, schemes, labels, list(BEHAVIOUR_METRICS), CHANCE,
+                f"{label}: behaviour decoded from predicted rates (accuracy, R²)", show_rows=False)  # fmt: skip
     n_sessions = int(table["n_sessions"].max()) if len(table) else 0
-    title(fig, f"Single-session masking ablation (MtM Table 1), mean over {n_sessions} sessions", demo=demo)
+    if setting == "single":
+        heading = f"Single-session masking ablation (MtM Table 1), mean over {n_sessions} sessions"
+        what = (
+            "Single-session ablation (MtM, Table 1): a model trained on each session alone with each masking "
+            "scheme (rows), per backbone"
+        )
+    else:
+        n = setting.removeprefix("pretrain-")
+        heading = f"Pretrained on {n} sessions, finetuned on each held-out session (MtM Table 2), {n_sessions} sessions"
+        what = (
+            f"Multi-session models (MtM, Table 2): pretrained on {n} sessions with each scheme (rows), then "
+            f"finetuned on each of {n_sessions} held-out sessions, per backbone"
+        )
+    title(fig, heading, demo=demo)
     text = (
-        f"Single-session ablation (MtM, Table 1): a model trained on each session alone with each masking "
-        f"scheme (rows), per backbone; cells are means over up to {n_sessions} sessions of the test trials' "
+        f"{what}; cells are means over up to {n_sessions} sessions of the test trials' "
         "bits/spike for the four activity tasks (co-smoothing with the neuron prompt, forward prediction of the "
         "last 200 ms with causal attention, intra- and inter-region prediction), and of the accuracy (choice, "
         "block prior) or R² (wheel speed, whisker motion energy; per bin over test trials) of a decoder fitted "
         "on the predicted rates of the train and validation trials. Grey rows: the bits/spike of the true "
         "rates (oracle; synthetic data only) and the decoders' chance level. Colour ranks the schemes within "
-        "each column, the best in bold. Numbers: ablation.csv."
+        f"each column, the best in bold. Numbers: {table_csv.name}."
     )
     save_figure(fig, png=png, pdf=pdf, caption=caption, text=text, demo=demo)
     write_text(table_csv, table.to_csv(index=False))
 
 
-def _schemes(table: pd.DataFrame, backbone: str) -> list[str]:
+def table_rows(table: pd.DataFrame, backbone: str, order: tuple[str, ...] = SCHEME_ORDER) -> list[str]:
+    """The rows of `backbone` other than the references, in `order` (then any others, sorted)."""
     present = set(table.loc[table["backbone"] == backbone, "row"]) - {ORACLE, CHANCE}
-    return [s for s in SCHEME_ORDER if s in present] + sorted(present - set(SCHEME_ORDER))
+    return [s for s in order if s in present] + sorted(present - set(order))
 
 
-def _heatmap(ax, table: pd.DataFrame, backbone: str, schemes: list[str], tasks: list[str], reference: str,
-             heading: str, *, show_rows: bool) -> None:  # fmt: skip
-    """Rows: schemes, then the reference row; columns: tasks. Colours rank each column's schemes."""
+def heatmap(ax, table: pd.DataFrame, backbone: str, schemes: list[str], labels: list[str], tasks: list[str],
+            reference: str, heading: str, *, show_rows: bool) -> None:  # fmt: skip
+    """Rows: `schemes` (named `labels`), then the reference row; columns: tasks. Colours rank
+    each column's schemes; the best is in bold."""
     cells = table[table["backbone"] == backbone].set_index(["row", "task"])["mean"]
     values = np.array([[cells.get((row, task), np.nan) for task in tasks] for row in [*schemes, reference]])
     model = values[:-1]
@@ -117,7 +137,7 @@ def _heatmap(ax, table: pd.DataFrame, backbone: str, schemes: list[str], tasks: 
                     fontweight="bold" if r == best[c] and np.isfinite(v) and r < len(schemes) else "normal")  # fmt: skip
     ax.set_xticks(range(len(tasks)), [TASK_LABELS.get(t, t) for t in tasks], fontsize=9)
     ax.xaxis.tick_top()
-    labels = [SCHEME_LABELS.get(s, s) for s in schemes] + [reference]
+    labels = [*labels, reference]
     ax.set_yticks(range(len(labels)), labels if show_rows else [""] * len(labels), fontsize=9)
     if not show_rows:
         ax.set_yticks(range(len(labels)), [""] * (len(labels) - 1) + [reference], fontsize=9)
