@@ -166,7 +166,8 @@ class NDT2(nn.Module):
     def add_session(self, eid: str, n_units: int) -> None:
         """Add a new session: its session token and unit offsets, freshly initialised. A session
         with more patches than any before grows the space embedding by new rows (shared, like
-        the rest); everything else is kept. See `session_parameters`."""
+        the rest, so not among `session_parameters`: finetuning with `trainable: session` leaves
+        them as initialised); everything else is kept."""
         c = self.config
         if eid in c.sessions:
             raise ValueError(f"session {eid} is already part of the model")
