@@ -61,11 +61,14 @@ def headless_chromium() -> tuple[str | None, str]:
         return None, "no chromium, and installing Debian's chromium package needs root"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
-    if subprocess.run(install, capture_output=True, env=env, timeout=900).returncode != 0:
-        subprocess.run(["apt-get", "update"], capture_output=True, env=env, timeout=900)
-        result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
-        if result.returncode != 0:
-            return None, f"apt-get install chromium failed: {result.stderr[-500:]}"
+    try:  # bounded: a slow mirror must not eat the test run's time budget
+        if subprocess.run(install, capture_output=True, env=env, timeout=240).returncode != 0:
+            subprocess.run(["apt-get", "update"], capture_output=True, env=env, timeout=240)
+            result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=240)
+            if result.returncode != 0:
+                return None, f"apt-get install chromium failed: {result.stderr[-500:]}"
+    except subprocess.TimeoutExpired as timeout:
+        return None, f"installing Debian's chromium package took too long ({timeout.cmd[:2]})"
     return shutil.which("chromium"), ""
 
 
