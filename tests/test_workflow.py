@@ -1,7 +1,6 @@
 """The Snakemake workflow end to end on a tiny demo: outputs, sanity of the numbers, reruns, failures."""
 
 import base64
-import io
 import json
 import os
 import re

@@ -445,7 +445,7 @@ def _train_epoch(run: _Run, precision: str, bar) -> float:
     micro-batches; this process runs its `accumulation` of them, each loss scaled so that the
     gradients, summed over micro-batches and averaged over processes, are the whole batch's.
     """
-    config, device, world = run.config, run.device, run.world
+    config, world = run.config, run.world
     run.model.train()
     total, count = 0.0, 0
     for data, trials in run.epoch_batches(run.generators["data"]):
