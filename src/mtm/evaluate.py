@@ -174,9 +174,9 @@ def evaluate_model(
         )
         scored = np.ix_(np.arange(len(test)), prediction.bins, prediction.units)
         oracle = None if true_rates is None else true_rates[scored]
-        rates = np.exp(prediction.log_rates)
-        summary, per_unit = score_rates(rates, counts[scored], conditions, oracle)
-        per_unit["psth_observed"] = counts[scored].mean(axis=0).T / session.bin_size  # (units, bins), Hz
+        rates, observed = np.exp(prediction.log_rates), counts[scored]
+        summary, per_unit = score_rates(rates, observed, conditions, oracle)
+        per_unit["psth_observed"] = observed.mean(axis=0).T / session.bin_size  # (units, bins), Hz
         per_unit["psth_predicted"] = rates.mean(axis=0).T / session.bin_size
         return summary, per_unit, prediction
 
@@ -187,7 +187,6 @@ def evaluate_model(
         summary, per_unit, prediction = score_task(task, prompt)
         for metric, value in summary.items():
             row(rows, task, prompt, metric, value, len(prediction.units), len(test))
-        psth = {k: list(per_unit.pop(k)) for k in ("psth_observed", "psth_predicted")}
         unit_rows.append(
             pd.DataFrame(
                 {
@@ -197,8 +196,7 @@ def evaluate_model(
                     "unit": prediction.units,
                     "uuid": session.units["uuid"].to_numpy()[prediction.units].astype(str),
                     "region": regions[prediction.units],
-                    **per_unit,
-                    **psth,
+                    **{name: list(values) for name, values in per_unit.items()},  # PSTHs: one array a unit
                 }
             )
         )
@@ -211,11 +209,14 @@ def evaluate_model(
 
     n_units = session.counts.shape[2]
     default_prompts = {t: config.decoding_prompts[t] if uses_prompt else None for t in config.decoding}
-    for target, result in _decode(model, session, config, default_prompts).items():
+    decoded = _decode(model, session, config, default_prompts)
+    for target, result in decoded.items():
         row(rows, target, default_prompts[target], result.metric, result.value, n_units, result.n_test)
         row(rows, target, default_prompts[target], f"chance_{result.metric}", result.chance, n_units, result.n_test)
     for other in MTM_SCHEMES if ablate else ():
-        for target, result in _decode(model, session, config, dict.fromkeys(config.decoding, other)).items():
+        # the targets decoded under `other` already need no second fit
+        redo = {t: other for t in config.decoding if default_prompts[t] != other}
+        for target, result in {**decoded, **_decode(model, session, config, redo)}.items():
             row(prompt_rows, target, other, result.metric, result.value, n_units, result.n_test)
             row(prompt_rows, target, other, f"chance_{result.metric}", result.chance, n_units, result.n_test)
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from mtm.figures.output import (
     BACKBONE_LABELS,
@@ -67,18 +69,7 @@ def plot_ablation(
     setting "single" is MtM's Table 1; "pretrain-{n}" (the held-out sessions, finetuned after
     pretraining on n others) its Table 2."""
     table = ablation_table(pd.read_parquet(metrics_path), setting=setting)
-    backbones = [b for b in BACKBONE_LABELS if b in set(table["backbone"])] or ["ndt1"]
-    n_rows = {b: len(table_rows(table, b)) + 1 for b in backbones}
-    fig = new_figure(13.0, 1.2 + sum(0.42 * n + 0.9 for n in n_rows.values()))
-    grid = fig.add_gridspec(len(backbones), 2, height_ratios=[n_rows[b] for b in backbones], width_ratios=[1, 1])
-    for i, backbone in enumerate(backbones):
-        schemes = table_rows(table, backbone)
-        labels = [SCHEME_LABELS.get(s, s) for s in schemes]
-        label = BACKBONE_LABELS.get(backbone, backbone)
-        heatmap(fig.add_subplot(grid[i, 0]), table, backbone, schemes, labels, list(ACTIVITY_TASKS), ORACLE,
-                f"{label}: activity (bits/spike)", show_rows=True)  # fmt: skip
-        heatmap(fig.add_subplot(grid[i, 1]), table, backbone, schemes, labels, list(BEHAVIOUR_METRICS), CHANCE,
-                f"{label}: behaviour decoded from predicted rates (accuracy, R²)", show_rows=False)  # fmt: skip
+    fig = draw_tables(table, order=SCHEME_ORDER, row_labels=SCHEME_LABELS)
     n_sessions = int(table["n_sessions"].max()) if len(table) else 0
     if setting == "single":
         heading = f"Single-session masking ablation (MtM Table 1), mean over {n_sessions} sessions"
@@ -105,6 +96,39 @@ def plot_ablation(
     )
     save_figure(fig, png=png, pdf=pdf, caption=caption, text=text, demo=demo)
     write_text(table_csv, table.to_csv(index=False))
+
+
+PANELS = (  # the two heatmaps of a backbone: (tasks, reference row, heading)
+    (list(ACTIVITY_TASKS), ORACLE, "activity (bits/spike)"),
+    (list(BEHAVIOUR_METRICS), CHANCE, "behaviour decoded from predicted rates (accuracy, R²)"),
+)
+
+
+def draw_tables(
+    table: pd.DataFrame, *, order: tuple[str, ...], row_labels: dict[str, str], outline: dict[str, str] | None = None
+) -> Figure:
+    """A figure of `table` (TABLE_COLUMNS): per backbone, one row of the PANELS heatmaps, the
+    table's rows in `order` and named by `row_labels`. outline: task -> the row to outline in
+    its column (e.g. the prompt a task is evaluated with)."""
+    backbones = [b for b in BACKBONE_LABELS if b in set(table["backbone"])]
+    n_rows = {b: len(table_rows(table, b, order)) + 1 for b in backbones}
+    fig = new_figure(13.0, 1.2 + sum(0.42 * n + 0.9 for n in n_rows.values()) if backbones else 2.5)
+    if not backbones:
+        fig.text(0.5, 0.5, "no results of this kind in this run", ha="center", va="center")
+        return fig
+    grid = fig.add_gridspec(len(backbones), len(PANELS), height_ratios=[n_rows[b] for b in backbones])
+    for i, backbone in enumerate(backbones):
+        rows = table_rows(table, backbone, order)
+        labels = [row_labels.get(r, r) for r in rows]
+        for j, (tasks, reference, what) in enumerate(PANELS):
+            ax = fig.add_subplot(grid[i, j])
+            heatmap(ax, table, backbone, rows, labels, tasks, reference, f"{BACKBONE_LABELS[backbone]}: {what}",
+                    show_rows=j == 0)  # fmt: skip
+            for c, task in enumerate(tasks):
+                if (outline or {}).get(task) in rows:
+                    ax.add_patch(Rectangle((c - 0.5, rows.index(outline[task]) - 0.5), 1, 1, fill=False,
+                                           edgecolor="#d9822b", linewidth=2.2))  # fmt: skip
+    return fig
 
 
 def table_rows(table: pd.DataFrame, backbone: str, order: tuple[str, ...] = SCHEME_ORDER) -> list[str]:
@@ -137,10 +161,8 @@ def heatmap(ax, table: pd.DataFrame, backbone: str, schemes: list[str], labels: 
                     fontweight="bold" if r == best[c] and np.isfinite(v) and r < len(schemes) else "normal")  # fmt: skip
     ax.set_xticks(range(len(tasks)), [TASK_LABELS.get(t, t) for t in tasks], fontsize=9)
     ax.xaxis.tick_top()
-    labels = [*labels, reference]
-    ax.set_yticks(range(len(labels)), labels if show_rows else [""] * len(labels), fontsize=9)
-    if not show_rows:
-        ax.set_yticks(range(len(labels)), [""] * (len(labels) - 1) + [reference], fontsize=9)
+    shown = labels if show_rows else [""] * len(labels)
+    ax.set_yticks(range(len(shown) + 1), [*shown, reference], fontsize=9)
     ax.tick_params(length=0)
     ax.set_title(heading, loc="left", fontweight="bold", fontsize=10)
     for spine in ax.spines.values():

@@ -12,10 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.patches import Rectangle
 
-from mtm.figures.ablation import ACTIVITY_TASKS, BEHAVIOUR_METRICS, CHANCE, ORACLE, ablation_table, heatmap, table_rows
-from mtm.figures.output import BACKBONE_LABELS, new_figure, save_figure, title
+from mtm.figures.ablation import ablation_table, draw_tables
+from mtm.figures.output import save_figure, title
 from mtm.figures.scaling import pretrain_size
 from mtm.evaluate import DECODING_PROMPTS
 from mtm.heldout import TASK_PROMPTS
@@ -47,27 +46,7 @@ def plot_prompt_ablation(prompts_path: Path, *, png: Path, pdf: Path, caption: P
     prompts = pd.read_parquet(prompts_path)
     setting = prompt_setting(prompts)
     table = prompt_table(prompts)
-    backbones = [b for b in BACKBONE_LABELS if b in set(table["backbone"])]
-    fig = new_figure(13.0, 1.2 + max(1, len(backbones)) * (0.42 * (len(MTM_SCHEMES) + 1) + 0.9))
-    if not backbones:
-        fig.text(0.5, 0.5, "no prompt ablation in this run (evaluation.prompt_ablation)", ha="center", va="center")
-    grid = fig.add_gridspec(max(1, len(backbones)), 2)
-    for i, backbone in enumerate(backbones):
-        rows = table_rows(table, backbone, order=MTM_SCHEMES)
-        labels = [PROMPT_LABELS.get(r, r) for r in rows]
-        name = BACKBONE_LABELS.get(backbone, backbone)
-        for j, (tasks, reference, what) in enumerate([
-            (list(ACTIVITY_TASKS), ORACLE, "activity (bits/spike)"),
-            (list(BEHAVIOUR_METRICS), CHANCE, "behaviour decoded (accuracy, R²)"),
-        ]):  # fmt: skip
-            ax = fig.add_subplot(grid[i, j])
-            heatmap(ax, table, backbone, rows, labels, tasks, reference, f"{name} MtM (prompted): {what}",
-                    show_rows=j == 0)  # fmt: skip
-            for c, task in enumerate(tasks):
-                own = OWN_PROMPTS.get(task)
-                if own in rows:
-                    ax.add_patch(Rectangle((c - 0.5, rows.index(own) - 0.5), 1, 1, fill=False, edgecolor="#d9822b",
-                                           linewidth=2.2))  # fmt: skip
+    fig = draw_tables(table, order=MTM_SCHEMES, row_labels=PROMPT_LABELS, outline=OWN_PROMPTS)
     n_sessions = int(table["n_sessions"].max()) if len(table) else 0
     if setting is None:
         which = "(none in this run)"
@@ -75,7 +54,7 @@ def plot_prompt_ablation(prompts_path: Path, *, png: Path, pdf: Path, caption: P
         which = "trained on each session alone"
     else:
         which = f"pretrained on {pretrain_size(setting)} sessions and finetuned on each held-out session"
-    title(fig, f"Prompt tokens at inference ({n_sessions} sessions)", demo=demo)
+    title(fig, f"Prompt tokens at inference, MtM (prompted) models ({n_sessions} sessions)", demo=demo)
     text = (
         f"Prompt ablation (MtM appendix): the prompted MtM model, {which}, evaluated on every task with each of "
         f"the four prompt tokens (rows); means over {n_sessions} sessions of the test trials' bits/spike (activity) "

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mtm.masking import MTM_SCHEMES, Mask, apply_mask
+from mtm.masking import MTM_SCHEMES, Mask
+from mtm.models.backbone import Backbone, check_config, transformer_flops
 from mtm.models.layers import (
     Block,
     ModelOutput,
-    dropout,
     init_weights,
     masked_output,
     rotary_tables,
@@ -58,21 +58,11 @@ class NDT1Config:
     loss: str = "mean"  # "mean": Poisson NLL per scored entry; "sum": summed (the authors' loss)
 
     def __post_init__(self):
-        if not self.sessions or min(self.sessions.values()) < 1:
-            raise ValueError(f"sessions must map session ids to unit counts >= 1, got {self.sessions}")
-        if any(not isinstance(eid, str) or not eid or "." in eid for eid in self.sessions):
-            raise ValueError(f"session ids must be non-empty strings without '.', got {list(self.sessions)}")
-        self.sessions = dict(self.sessions)
+        check_config(self)
         if self.embed_width is None:
             self.embed_width = self.embed_mult * max(self.sessions.values())
-        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.embed_dropout < 1.0):
-            raise ValueError("dropout probabilities must lie in [0, 1)")
-        if self.hidden % self.n_heads:
-            raise ValueError(f"hidden {self.hidden} is not a multiple of n_heads {self.n_heads}")
         if self.position not in ("learned", "rope"):
             raise ValueError(f"position must be 'learned' or 'rope', got {self.position!r}")
-        if self.loss not in ("mean", "sum"):
-            raise ValueError(f"loss must be 'mean' or 'sum', got {self.loss!r}")
 
     @classmethod
     def paper(cls, sessions: dict[str, int], **overrides) -> NDT1Config:
@@ -91,7 +81,7 @@ class NDT1Config:
         return int(self.use_session) + int(self.use_prompt)
 
 
-class NDT1(nn.Module):
+class NDT1(Backbone):
     def __init__(self, config: NDT1Config):
         super().__init__()
         self.config = config
@@ -145,37 +135,20 @@ class NDT1(nn.Module):
     def add_session(self, eid: str, n_units: int) -> None:
         """Stitch a new session onto the model: its own input layer, readout and session token,
         freshly initialised; everything shared is kept. See `session_parameters`."""
-        if eid in self.config.sessions:
-            raise ValueError(f"session {eid} is already part of the model")
-        if not n_units >= 1 or "." in eid or not eid:
-            raise ValueError(f"cannot add session {eid!r} with {n_units} units")
+        self._check_new_session(eid, n_units)
         self.config.sessions[eid] = n_units
         self._stitch(eid, n_units)
 
     def remove_session(self, eid: str) -> None:
         """Drop session `eid`'s stitchers and token (e.g. a pretraining session's, from a model
         finetuned on another one); the shared weights stay as they are."""
-        self.resolve_session(eid)
-        if len(self.config.sessions) == 1:
-            raise ValueError(f"cannot remove {eid}: it is the model's only session")
-        del self.stitch_in[eid], self.readout[eid], self.config.sessions[eid]
-        if self.config.use_session:
-            del self.session_token[eid]
+        self._forget_session(eid)
+        del self.stitch_in[eid], self.readout[eid]
 
     def session_parameters(self, eid: str) -> list[nn.Parameter]:
         """The parameters that belong to session `eid` alone (its stitchers and token)."""
         params = [*self.stitch_in[eid].parameters(), *self.readout[eid].parameters()]
         return params + ([self.session_token[eid]] if self.config.use_session else [])
-
-    def resolve_session(self, session: str | None) -> str:
-        """The session id a batch belongs to; None is allowed for a one-session model."""
-        if session is None:
-            if len(self.config.sessions) != 1:
-                raise ValueError(f"session is required: the model has {len(self.config.sessions)} sessions")
-            return next(iter(self.config.sessions))
-        if session not in self.config.sessions:
-            raise ValueError(f"session {session} is not part of the model (it has {len(self.config.sessions)})")
-        return session
 
     @torch.no_grad()
     def init_readout_bias(self, mean_counts: torch.Tensor, session: str | None = None) -> None:
@@ -205,33 +178,15 @@ class NDT1(nn.Module):
         session: the id of the session the batch comes from; None for a one-session model.
         """
         c = self.config
-        B, T, N = counts.shape
-        session = self.resolve_session(session)
-        if N != c.sessions[session] or T > c.n_bins:
-            raise ValueError(
-                f"counts {tuple(counts.shape)} do not fit session {session} ({c.sessions[session]} units, {c.n_bins} bins)"
-            )
-        if (prompt is None) == c.use_prompt:
-            raise ValueError("prompt is required if and only if config.use_prompt")
-        if mask is not None and causal:
-            raise ValueError("pass causal attention through mask.causal when a mask is given")
-        inputs = counts.float() if mask is None else apply_mask(counts, mask)
+        T = counts.shape[1]
+        session, inputs, causal = self._batch_inputs(counts, mask, prompt, session, causal)
         x = self.embed(self.stitch_in[session](inputs))  # (B, T, hidden)
         if self.position is not None:
             x = x + self.position[:T]
-
-        context = []
-        if c.use_session:
-            context.append(self.session_token[session].expand(B, -1))
-        if self.prompt is not None:
-            prompt = torch.as_tensor(prompt, dtype=torch.long, device=counts.device).expand(B)
-            context.append(self.prompt(prompt))
-        if context:
-            x = torch.cat([torch.stack(context, dim=1).to(x.dtype), x], dim=1)  # (B, L, hidden)
-        x = dropout(x, c.embed_dropout, training=self.training)
+        x = self._with_context(x, session, prompt)  # (B, L, hidden)
 
         L = c.n_context + T
-        allowed = self.causal_allowed[:L, :L] if (mask.causal if mask is not None else causal) else None
+        allowed = self.causal_allowed[:L, :L] if causal else None
         rotary = (self.rope_cos[:L], self.rope_sin[:L]) if c.position == "rope" else None
         for block in self.blocks:
             x = block(x, allowed=allowed, rotary=rotary)
@@ -252,9 +207,8 @@ class NDT1(nn.Module):
         session: whose stitchers count; None for a one-session model.
         """
         c = self.config
-        T, L, H, N, E = c.n_bins, c.n_context + c.n_bins, c.hidden, c.sessions[self.resolve_session(session)], c.embed_width
+        T, H, N, E = c.n_bins, c.hidden, c.sessions[self.resolve_session(session)], c.embed_width
         embed = T * (N * E + E * H)
-        per_layer = L * H * 3 * H + 2 * L * L * H + L * H * H + 2 * L * H * c.ffn
         readout = T * H * N
-        forward = 2 * (embed + c.n_layers * per_layer + readout)
+        forward = 2 * (embed + transformer_flops(c.n_context + T, c) + readout)
         return float(3 * forward if training else forward)

@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtm.masking import MTM_SCHEMES, Mask, apply_mask
+from mtm.masking import MTM_SCHEMES, Mask
+from mtm.models.backbone import Backbone, check_config, transformer_flops
 from mtm.models.layers import (
     Block,
     ModelOutput,
-    dropout,
     init_weights,
     masked_output,
     scale_residual_outputs,
@@ -62,21 +62,11 @@ class NDT2Config:
     loss: str = "mean"  # "mean": Poisson NLL per scored entry; "sum": summed (the authors' loss)
 
     def __post_init__(self):
-        if not self.sessions or min(self.sessions.values()) < 1:
-            raise ValueError(f"sessions must map session ids to unit counts >= 1, got {self.sessions}")
-        if any(not isinstance(eid, str) or not eid or "." in eid for eid in self.sessions):
-            raise ValueError(f"session ids must be non-empty strings without '.', got {list(self.sessions)}")
+        check_config(self)
         if self.patch_size < 1:
             raise ValueError(f"patch_size must be >= 1, got {self.patch_size}")
-        self.sessions = dict(self.sessions)
         most = max(self.n_patches(n) for n in self.sessions.values())
         self.max_patches = most if self.max_patches is None else max(self.max_patches, most)
-        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.embed_dropout < 1.0):
-            raise ValueError("dropout probabilities must lie in [0, 1)")
-        if self.hidden % self.n_heads:
-            raise ValueError(f"hidden {self.hidden} is not a multiple of n_heads {self.n_heads}")
-        if self.loss not in ("mean", "sum"):
-            raise ValueError(f"loss must be 'mean' or 'sum', got {self.loss!r}")
 
     @classmethod
     def paper(cls, sessions: dict[str, int], **overrides) -> NDT2Config:
@@ -127,7 +117,7 @@ def causal_allowed(n_bins: int, n_patches: int, n_context: int, device: torch.de
     return context[None, :] | ((time[None, :] <= time[:, None]) & ~context[:, None])
 
 
-class NDT2(nn.Module):
+class NDT2(Backbone):
     def __init__(self, config: NDT2Config):
         super().__init__()
         self.config = config
@@ -169,10 +159,7 @@ class NDT2(nn.Module):
         the rest, so not among `session_parameters`: finetuning with `trainable: session` leaves
         them as initialised); everything else is kept."""
         c = self.config
-        if eid in c.sessions:
-            raise ValueError(f"session {eid} is already part of the model")
-        if not n_units >= 1 or "." in eid or not eid:
-            raise ValueError(f"cannot add session {eid!r} with {n_units} units")
+        self._check_new_session(eid, n_units)
         extra = c.n_patches(n_units) - c.max_patches
         if extra > 0:
             rows = 0.02 * torch.randn(extra, c.hidden, device=self.space.device)
@@ -183,26 +170,12 @@ class NDT2(nn.Module):
 
     def remove_session(self, eid: str) -> None:
         """Drop session `eid`'s token and offsets; the shared weights stay as they are."""
-        self.resolve_session(eid)
-        if len(self.config.sessions) == 1:
-            raise ValueError(f"cannot remove {eid}: it is the model's only session")
-        del self.unit_offset[eid], self.config.sessions[eid]
-        if self.config.use_session:
-            del self.session_token[eid]
+        self._forget_session(eid)
+        del self.unit_offset[eid]
 
     def session_parameters(self, eid: str) -> list[nn.Parameter]:
         """The parameters that belong to session `eid` alone (its unit offsets and token)."""
         return [self.unit_offset[eid]] + ([self.session_token[eid]] if self.config.use_session else [])
-
-    def resolve_session(self, session: str | None) -> str:
-        """The session id a batch belongs to; None is allowed for a one-session model."""
-        if session is None:
-            if len(self.config.sessions) != 1:
-                raise ValueError(f"session is required: the model has {len(self.config.sessions)} sessions")
-            return next(iter(self.config.sessions))
-        if session not in self.config.sessions:
-            raise ValueError(f"session {session} is not part of the model (it has {len(self.config.sessions)})")
-        return session
 
     @torch.no_grad()
     def init_readout_bias(self, mean_counts: torch.Tensor, session: str | None = None) -> None:
@@ -230,33 +203,13 @@ class NDT2(nn.Module):
         """
         c = self.config
         B, T, N = counts.shape
-        session = self.resolve_session(session)
-        if N != c.sessions[session] or T > c.n_bins:
-            raise ValueError(
-                f"counts {tuple(counts.shape)} do not fit session {session} ({c.sessions[session]} units, {c.n_bins} bins)"
-            )
-        if (prompt is None) == c.use_prompt:
-            raise ValueError("prompt is required if and only if config.use_prompt")
-        if mask is not None and causal:
-            raise ValueError("pass causal attention through mask.causal when a mask is given")
-        inputs = counts.float() if mask is None else apply_mask(counts, mask)
+        session, inputs, causal = self._batch_inputs(counts, mask, prompt, session, causal)
         tokens = patch(inputs, c.patch_size)  # (B, T, K, P)
         K = tokens.shape[2]
         x = self.embed(tokens) + self.space[:K] + self.time[:T, None]  # (B, T, K, hidden)
-        x = x.reshape(B, T * K, c.hidden)
+        x = self._with_context(x.reshape(B, T * K, c.hidden), session, prompt)  # (B, L, hidden)
 
-        context = []
-        if c.use_session:
-            context.append(self.session_token[session].expand(B, -1))
-        if self.prompt is not None:
-            prompt = torch.as_tensor(prompt, dtype=torch.long, device=counts.device).expand(B)
-            context.append(self.prompt(prompt))
-        if context:
-            x = torch.cat([torch.stack(context, dim=1).to(x.dtype), x], dim=1)  # (B, L, hidden)
-        x = dropout(x, c.embed_dropout, training=self.training)
-
-        is_causal = mask.causal if mask is not None else causal
-        allowed = causal_allowed(T, K, c.n_context, x.device) if is_causal else None
+        allowed = causal_allowed(T, K, c.n_context, x.device) if causal else None
         for block in self.blocks:
             x = block(x, allowed=allowed, rotary=None)
         # the final norm and readout stay in fp32 under bf16 autocast, as in NDT1
@@ -272,9 +225,7 @@ class NDT2(nn.Module):
         c = self.config
         K = c.n_patches(c.sessions[self.resolve_session(session)])
         tokens, H, P, W = c.n_bins * K, c.hidden, c.patch_size, c.token_width
-        L = c.n_context + tokens
         embed = tokens * (P * W + W * H)
-        per_layer = L * H * 3 * H + 2 * L * L * H + L * H * H + 2 * L * H * c.ffn
         readout = tokens * H * P
-        forward = 2 * (embed + c.n_layers * per_layer + readout)
+        forward = 2 * (embed + transformer_flops(c.n_context + tokens, c) + readout)
         return float(3 * forward if training else forward)
