@@ -5,7 +5,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 sys.path.append(str(Path(workflow.basedir) / "src"))  # mtm from src/ when not installed
-import mtm
+from mtm.code_hash import code_hash
 
 CONDA_ENV = "../../envs/mtm.yaml"
 
@@ -30,6 +30,19 @@ def session_eids():
         lines = Path(sessions).read_text().split()
         return [line for line in lines if line and not line.startswith("#")]
     return list(sessions)
+
+
+def script_code(script):
+    """A hash of a rule's script and of the mtm code it imports, for `params: code=`: a change
+    to that code reruns the rule's jobs (Snakemake's `code` trigger sees only the script).
+    """
+    return code_hash(Path(workflow.basedir) / "workflow" / "scripts" / script)
+
+
+def per_attempt(mem_mb):
+    """`mem_mb` for the first attempt, twice that for the first retry, and so on: a job killed
+    for memory is retried with more (retries: in the profiles, or --retries)."""
+    return lambda wildcards, attempt: mem_mb * attempt
 
 
 def public_config(section_names):

@@ -5,15 +5,16 @@ rule demo_cache:
         truth=expand(f"{DEMO_TRUTH}/{{eid}}.npz", eid=EIDS),
     log:
         "results/logs/demo_cache.log",
+    localrule: True  # seconds of work: not worth a cluster job
     conda:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=per_attempt(4000),
         runtime=10,
     params:
         demo=config["demo"],
         binning=config["binning"],
-        version=mtm.__version__,
+        code=script_code("demo_cache.py"),
     script:
         "../scripts/demo_cache.py"

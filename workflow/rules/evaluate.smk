@@ -37,12 +37,12 @@ rule evaluate:
         CONDA_ENV
     threads: config["evaluation"]["threads"]
     resources:
-        mem_mb=config["evaluation"]["mem_mb"],
+        mem_mb=per_attempt(config["evaluation"]["mem_mb"]),
         runtime=config["evaluation"]["runtime"],
         gpu=config["evaluation"]["gpus"],
     params:
         evaluation=lambda wildcards: evaluation_params(wildcards.setting),
-        version=mtm.__version__,
+        code=script_code("evaluate.py"),
     script:
         "../scripts/evaluate.py"
 
@@ -74,5 +74,7 @@ rule metrics_table:
     localrule: True
     conda:
         CONDA_ENV
+    params:
+        code=script_code("metrics_table.py"),
     script:
         "../scripts/metrics_table.py"

@@ -17,6 +17,7 @@ rule data_overview:
     conda:
         CONDA_ENV
     params:
+        code=script_code("data_overview.py"),
         demo=config["source"] == "demo",
     script:
         "../scripts/data_overview.py"
@@ -44,6 +45,7 @@ rule ablation_figure:
     conda:
         CONDA_ENV
     params:
+        code=script_code("ablation_figure.py"),
         demo=config["source"] == "demo",
         setting="single",
     script:
@@ -67,6 +69,7 @@ rule mtm_vs_baseline_figure:
     conda:
         CONDA_ENV
     params:
+        code=script_code("mtm_vs_baseline_figure.py"),
         demo=config["source"] == "demo",
     script:
         "../scripts/mtm_vs_baseline_figure.py"
@@ -89,6 +92,7 @@ rule scaling_figure:
     conda:
         CONDA_ENV
     params:
+        code=script_code("scaling_figure.py"),
         demo=config["source"] == "demo",
     script:
         "../scripts/scaling_figure.py"
@@ -116,6 +120,7 @@ rule finetuned_figure:
     conda:
         CONDA_ENV
     params:
+        code=script_code("ablation_figure.py"),
         demo=config["source"] == "demo",
         setting=f"pretrain-{max(config['multisession']['pretrain_sizes'])}",
     script:
@@ -144,6 +149,7 @@ rule prompt_ablation_figure:
     conda:
         CONDA_ENV
     params:
+        code=script_code("prompt_ablation_figure.py"),
         demo=config["source"] == "demo",
     script:
         "../scripts/prompt_ablation_figure.py"
@@ -176,6 +182,7 @@ rule raster_figure:
     conda:
         CONDA_ENV
     params:
+        code=script_code("raster_figure.py"),
         demo=config["source"] == "demo",
         region=config["figures"]["raster_region"],
         window_start=config["binning"]["window"][0],

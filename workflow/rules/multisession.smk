@@ -26,12 +26,12 @@ rule pretrain:
         CONDA_ENV
     threads: config["training"]["threads"]
     resources:
-        mem_mb=config["training"]["mem_mb"],
+        mem_mb=per_attempt(config["training"]["mem_mb"]),
         runtime=config["training"]["runtime"],
         gpu=config["training"]["gpus"],
     params:
         training=lambda wildcards: multisession_training("pretrain", wildcards.backbone),
-        version=mtm.__version__,
+        code=script_code("pretrain.py"),
     script:
         "../scripts/pretrain.py"
 
@@ -53,11 +53,11 @@ rule finetune:
         CONDA_ENV
     threads: config["training"]["threads"]
     resources:
-        mem_mb=config["training"]["mem_mb"],
+        mem_mb=per_attempt(config["training"]["mem_mb"]),
         runtime=config["training"]["runtime"],
         gpu=config["training"]["gpus"],
     params:
         training=lambda wildcards: multisession_training("finetune", wildcards.backbone),
-        version=mtm.__version__,
+        code=script_code("finetune.py"),
     script:
         "../scripts/finetune.py"

@@ -14,7 +14,7 @@ rule fetch:
     threads: 1
     resources:
         ibl_api=1,
-        mem_mb=2000,
+        mem_mb=per_attempt(2000),
         runtime=60,
     params:
         one={
@@ -22,7 +22,7 @@ rule fetch:
             for k, v in config["one"].items()
             if k not in ("username", "password", "token")
         },
-        version=mtm.__version__,
+        code=script_code("fetch.py"),
     script:
         "../scripts/fetch.py"
 
@@ -41,11 +41,11 @@ rule qc:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=per_attempt(8000),
         runtime=20,
     params:
         config=public_config(["units", "trials", "binning"]),
-        version=mtm.__version__,
+        code=script_code("qc.py"),
     script:
         "../scripts/qc.py"
 
@@ -66,11 +66,11 @@ rule bin:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=per_attempt(8000),
         runtime=20,
     params:
         config=public_config(["binning", "splits"]),
-        version=mtm.__version__,
+        code=script_code("bin.py"),
     script:
         "../scripts/bin.py"
 
@@ -90,5 +90,7 @@ rule sessions_table:
     localrule: True
     conda:
         CONDA_ENV
+    params:
+        code=script_code("sessions_table.py"),
     script:
         "../scripts/sessions_table.py"

@@ -38,12 +38,12 @@ rule train_single:
         CONDA_ENV
     threads: config["training"]["threads"]
     resources:
-        mem_mb=config["training"]["mem_mb"],
+        mem_mb=per_attempt(config["training"]["mem_mb"]),
         runtime=config["training"]["runtime"],
         gpu=config["training"]["gpus"],
     params:
         training=lambda wildcards: backbone_training(wildcards.backbone),
-        version=mtm.__version__,
+        code=script_code("train_single.py"),
     script:
         "../scripts/train_single.py"
 
