@@ -7,22 +7,29 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from slurm_cluster import ClusterUnavailable, local_slurm
 
+from mtm.demo import demo_sessions
 from mtm.session import load_session
 
 REPO = Path(__file__).resolve().parents[1]
+TINY = "tests/config/tiny.yaml"
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, executor: tuple[str, ...] = ("--cores", "2"),
+              env: dict | None = None) -> subprocess.CompletedProcess:  # fmt: skip
     # --configfile takes several values, so it goes last, after the targets
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *args, "--configfile", "tests/config/tiny.yaml"]
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "snakemake", *executor, *args, "--configfile", TINY]
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-5000:]}\n{result.stderr[-5000:]}")
     return result
@@ -37,12 +44,105 @@ def copy_workflow(wd: Path) -> Path:
     return wd
 
 
+def set_up_slurm_profile(wd: Path) -> None:
+    """Fill in profiles/slurm as a user of the test cluster would: its partition, no account
+    (it has no accounting), no GPUs, and squeue for job status (no sacct)."""
+    path = wd / "profiles/slurm/config.yaml"
+    profile = yaml.safe_load(path.read_text())
+    defaults = profile["default-resources"]
+    assert (defaults.pop("slurm_account"), defaults["slurm_partition"]) == ("YOUR_ACCOUNT", "YOUR_CPU_PARTITION")
+    defaults["slurm_partition"] = "debug"
+    for rule in ("pretrain", "finetune"):
+        assert profile["set-resources"][rule].pop("gpu") == 1
+        profile["set-resources"][rule]["slurm_partition"] = "debug"
+    profile["slurm-status-command"] = "squeue"
+    profile["slurm-init-seconds-before-status-checks"] = 5
+    profile["slurm-keep-successful-logs"] = True  # the test reads which sessions each job ran
+    path.write_text(yaml.safe_dump(profile))
+
+
+@dataclass
+class Scenario:
+    """The tiny config run as a user would meet a failure: build the demo cache, break one
+    session's spikes file (a killed download), run everything with --keep-going, repair it,
+    rerun that session alone by its target, then complete the aggregate."""
+
+    workdir: Path
+    executor: str  # "slurm" (through profiles/slurm) or "local"
+    why_not_slurm: str
+    bad: str  # the broken session
+    broken_run: subprocess.CompletedProcess
+    broken_fetch_log: str  # the broken session's fetch log after that run
+    binned_after_broken_run: dict[str, bool]  # eid -> binned.parquet exists
+    sessions_table_after_broken_run: bool
+    binned_mtimes: dict[str, dict[str, int]]  # before and after the rerun: eid -> mtime_ns
+    jobs: dict[str, pd.DataFrame]  # SLURM jobs submitted in each step (SLURM only)
+    seconds: dict[str, float]  # wall time of each step
+    daemons_left: list[str] = field(default_factory=list)  # SLURM daemons still running after the scenario
+
+
+def spikes_files(wd: Path, eid: str) -> list[Path]:
+    """The session's spikes.times.npy in the demo cache, of every collection and revision."""
+    session = next(s for s in demo_sessions(3) if s.eid == eid)
+    return sorted((wd / "results/demo/one_cache" / session.rel_path).rglob("spikes.times.npy"))
+
+
+def run_scenario(wd: Path, executor: tuple[str, ...], env: dict | None, jobs_seen) -> Scenario:
+    eids = [s.eid for s in demo_sessions(3)]
+    heldout = yaml.safe_load((wd / TINY).read_text())["multisession"]["heldout"]
+    bad = next(eid for eid in eids if eid not in heldout)  # pretraining waits for it too
+    jobs, seconds = {}, {}
+
+    def step(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        first, start = len(jobs_seen()), time.monotonic()
+        result = snakemake(wd, *args, executor=executor, env=env, check=check)
+        seconds[name] = time.monotonic() - start
+        jobs[name] = jobs_seen().iloc[first:].reset_index(drop=True)
+        return result
+
+    binned = {eid: wd / f"results/sessions/{eid}/binned.parquet" for eid in eids}
+    step("cache", "results/demo/one_cache/sessions.pqt")
+    spikes = {path: path.read_bytes() for path in spikes_files(wd, bad)}
+    for path, data in spikes.items():
+        path.write_bytes(data[: len(data) // 2])
+    broken_run = step("broken", "--keep-going", "results/figures/all.done", check=False)
+    exists = {eid: path.exists() for eid, path in binned.items()}
+    fetch_log = (wd / f"results/logs/fetch/{bad}.log").read_text()
+    table_exists = (wd / "results/sessions/sessions.tsv").exists()
+    for path, data in spikes.items():
+        path.write_bytes(data)
+    before = {eid: path.stat().st_mtime_ns for eid, path in binned.items() if path.exists()}
+    step("rerun", f"results/sessions/{bad}/binned.parquet")
+    after = {eid: path.stat().st_mtime_ns for eid, path in binned.items()}
+    step("complete", "results/figures/all.done")
+    return Scenario(wd, "", "", bad, broken_run, fetch_log, exists, table_exists, {"before": before, "after": after}, jobs, seconds)
+
+
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A copy of the workflow that has run the tiny config once."""
+def scenario(tmp_path_factory) -> Scenario:
+    """The scenario through profiles/slurm on a one-node SLURM started for it, where one can be
+    started (root, or SLURM installed); else with local execution, and the reason kept.
+    MTM_TEST_EXECUTOR=local forces local execution."""
     wd = copy_workflow(tmp_path_factory.mktemp("wf"))
-    snakemake(wd, "results/figures/all.done")
-    return wd
+    why = "MTM_TEST_EXECUTOR=local" if os.environ.get("MTM_TEST_EXECUTOR") == "local" else ""
+    if not why:
+        set_up_slurm_profile(wd)
+        try:
+            with local_slurm(tmp_path_factory.mktemp("slurm")) as cluster:
+                found = run_scenario(wd, ("--profile", "profiles/slurm"), cluster.env, cluster.jobs)
+            found.executor, found.daemons_left = "slurm", cluster.daemons_running()
+            return found
+        except ClusterUnavailable as error:
+            why = str(error)
+    found = run_scenario(wd, ("--cores", "2"), None, lambda: pd.DataFrame())
+    found.executor, found.why_not_slurm = "local", why
+    return found
+
+
+@pytest.fixture(scope="module")
+def workdir(scenario) -> Path:
+    """A copy of the workflow that has run the tiny config to the end."""
+    return scenario.workdir
 
 
 FIGURES = ("ablation", "mtm_vs_baseline", "rasters", "scaling", "finetuned", "prompt_ablation", "data_overview")
@@ -75,12 +175,15 @@ def eids_of(wd: Path) -> list[str]:
     return pd.read_csv(wd / "results/sessions/sessions.tsv", sep="\t")["eid"].tolist()
 
 
-def test_default_config_dry_run(tmp_path):
+def test_default_config_dry_run_through_the_slurm_profile(tmp_path):
+    """The shipped SLURM profile, as is, on the default config: it parses, its resources evaluate
+    and its groups are consistent (no SLURM needed for a dry run)."""
     wd = copy_workflow(tmp_path)
-    cmd = [sys.executable, "-m", "snakemake", "-n", "results/figures/all.done", "--quiet", "rules"]
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "-n", "results/figures/all.done"]
     result = subprocess.run(cmd, cwd=wd, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    jobs = dict(line.split()[:2] for line in result.stdout.splitlines() if line.split()[:1] and line.split()[-1].isdigit())
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    stats = result.stdout[result.stdout.index("Job stats:") : result.stdout.index("Reasons:")]
+    jobs = dict(line.split()[:2] for line in stats.splitlines() if line.split()[:1] and line.split()[-1].isdigit())
     # 6 demo sessions: one job per session for each per-session rule, one for each join; a
     # model per session for each of NDT1's 7 rows of the paper's single-session ablation and
     # NDT2's 2; NDT1 pretrained on 1 and 4 of the 4 sessions not held out, for 2 schemes,
@@ -91,6 +194,14 @@ def test_default_config_dry_run(tmp_path):
         "evaluate": 6 * (7 + 2) + 2 * 2 * 2, "metrics_table": 1,
     }  # fmt: skip
     assert {rule: int(jobs.get(rule, 0)) for rule in expected} == expected
+    # a SLURM job per session's data steps, per single-session model (training + evaluation),
+    # and per finetuned model's evaluation
+    assert result.stdout.count("Group job session") == 6
+    assert result.stdout.count("Group job model") == 6 * (7 + 2) + 2 * 2 * 2
+    resources = dict(re.findall(r"rule (\w+):\n(?:\s+\w+:.*\n)*?\s+resources: (.*)", result.stdout))
+    assert "slurm_partition=YOUR_GPU_PARTITION" in resources["pretrain"] and "gpu=1" in resources["pretrain"]
+    assert "slurm_partition=YOUR_CPU_PARTITION" in resources["qc"] and "slurm_account=YOUR_ACCOUNT" in resources["qc"]
+    assert "ibl_api=1" in resources["fetch"]
 
 
 def test_outputs_and_sane_numbers(workdir):
@@ -133,46 +244,75 @@ def test_outputs_and_sane_numbers(workdir):
     assert counted.unique().to_dict() == {"pretrain-2": [1], "single": [3]}
 
 
-def test_rerun_one_session_alone(workdir):
-    eid = eids_of(workdir)[0]
-    target = workdir / f"results/sessions/{eid}/binned.parquet"
-    before = {e: (workdir / f"results/sessions/{e}/binned.parquet").stat().st_mtime_ns for e in eids_of(workdir)}
-    target.unlink()
-    snakemake(workdir, f"results/sessions/{eid}/binned.parquet")
-    after = {e: (workdir / f"results/sessions/{e}/binned.parquet").stat().st_mtime_ns for e in before}
-    assert after[eid] != before[eid]
-    assert all(after[e] == before[e] for e in before if e != eid)
+def test_a_broken_session_fails_alone_with_a_clear_error(scenario):
+    bad = scenario.bad
+    assert scenario.broken_run.returncode != 0
+    log = scenario.broken_fetch_log
+    assert bad in log and "spikes.times.npy" in log and "truncated" in log
+    assert scenario.binned_after_broken_run == {eid: eid != bad for eid in scenario.binned_after_broken_run}
+    assert not scenario.sessions_table_after_broken_run  # the aggregate waits for every session
 
 
-def test_corrupt_session_fails_alone_with_a_clear_error(workdir):
-    eids = eids_of(workdir)
-    bad = eids[1]
-    manifest = json.loads((workdir / f"results/sessions/{bad}/manifest.json").read_text())
-    spikes = next(d["rel_path"] for d in manifest["datasets"] if d["rel_path"].endswith("spikes.times.npy"))
-    path = Path(manifest["cache_dir"]) / manifest["session_path"] / spikes
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])  # a killed download
-    try:
-        for eid in eids:
-            shutil.rmtree(workdir / f"results/sessions/{eid}")
-        (workdir / "results/sessions/sessions.tsv").unlink()
-        shutil.rmtree(workdir / "results/figures")
-        result = snakemake(workdir, "--keep-going", "results/figures/all.done", check=False)
-        assert result.returncode != 0
-        log = (workdir / f"results/logs/fetch/{bad}.log").read_text()
-        assert bad in log and spikes in log and "truncated" in log
-        for eid in eids:
-            assert (workdir / f"results/sessions/{eid}/binned.parquet").exists() == (eid != bad)
-        assert not (workdir / "results/sessions/sessions.tsv").exists()
-    finally:
-        path.write_bytes(data)
-    snakemake(workdir, "results/figures/all.done")
-    assert len(pd.read_csv(workdir / "results/sessions/sessions.tsv", sep="\t")) == 3
+def test_rerun_of_one_session_touches_no_other(scenario):
+    before, after = scenario.binned_mtimes["before"], scenario.binned_mtimes["after"]
+    assert scenario.bad not in before and scenario.bad in after
+    assert before == {eid: mtime for eid, mtime in after.items() if eid != scenario.bad}
+    assert len(pd.read_csv(scenario.workdir / "results/sessions/sessions.tsv", sep="\t")) == 3
 
 
-def test_snakefiles_are_formatted():
+def sessions_run_by(wd: Path, job_id: int) -> set[str]:
+    """The eids in the wildcards of the steps a SLURM job ran, from its SLURM log."""
+    log = next((wd / ".snakemake/slurm_logs").rglob(f"{job_id}.log")).read_text()
+    return set(re.findall(r"^\s*wildcards:.*\beid=([0-9a-f-]{36})", log, flags=re.M))
+
+
+def test_slurm_profile_on_a_real_cluster(scenario):
+    """profiles/slurm on a real one-node SLURM: per-session and per-model jobs, joins on the
+    submitting host, a failed session retried with more memory while the others finish, and a
+    rerun of that session by its target that submits its job alone."""
+    if scenario.executor != "slurm":
+        pytest.skip(f"SLURM could not be started here, so the scenario ran locally: {scenario.why_not_slurm}")
+    wd, bad, jobs = scenario.workdir, scenario.bad, scenario.jobs
+    assert scenario.daemons_left == [], "the test stops the daemons it started"
+    good = [eid for eid in scenario.binned_after_broken_run if eid != bad]
+    for step in jobs.values():
+        step["sessions"] = [sessions_run_by(wd, job_id) for job_id in step["job_id"]]
+    submitted = pd.concat(jobs.values())
+    assert not submitted["comment"].str.contains("demo|table|figure|overview|all").any(), "local rules stay local"
+    assert jobs["cache"].empty
+
+    broken = jobs["broken"]
+    failed = broken[broken["state"] == "FAILED"]
+    # the bad session's data group on each attempt (fetch allows 2 retries), with more memory each time
+    assert set(failed["comment"]) == {"rule_session_bin_fetch_qc"} and all(s == {bad} for s in failed["sessions"])
+    first = failed["min_memory_mb"].iloc[0]
+    assert failed["min_memory_mb"].tolist() == [first * attempt for attempt in range(1, len(failed) + 1)]
+    assert len(failed) == 3
+    done = broken[broken["state"] != "FAILED"]
+    assert (done["state"] == "COMPLETED").all()
+    # the other sessions went through: one data job each, one job per single-session model
+    data_jobs = done[done["comment"] == "rule_session_bin_fetch_qc"]
+    assert sorted(s for (s,) in data_jobs["sessions"]) == sorted(good)
+    models = done[done["comment"] == "rule_model_evaluate_train_single"]
+    assert len(models) == 3 * len(good) and all(s <= set(good) and len(s) == 1 for s in models["sessions"])
+    assert not any(bad in s for s in broken["sessions"] if s != {bad})
+
+    rerun = jobs["rerun"]
+    assert len(rerun) == 1 and rerun["sessions"].iloc[0] == {bad} and rerun["state"].iloc[0] == "COMPLETED"
+
+    complete = jobs["complete"]
+    assert (complete["state"] == "COMPLETED").all()
+    assert not complete["comment"].str.contains("session_").any(), "no session's data steps ran again"
+    assert (complete["comment"] == "rule_model_evaluate_train_single").sum() == 3
+    assert complete["comment"].str.startswith("rule_pretrain").sum() == 2  # ndt1, ndt2
+    assert complete["comment"].str.startswith("rule_finetune").sum() == 2
+
+
+def test_snakefiles_are_formatted_and_pass_lint():
     result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/rules"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0 and "Congratulations" in result.stdout + result.stderr, result.stdout + result.stderr
 
 
 def test_every_figure_and_the_report(workdir):
