@@ -260,6 +260,28 @@ def test_rerun_of_one_session_touches_no_other(scenario):
     assert len(pd.read_csv(scenario.workdir / "results/sessions/sessions.tsv", sep="\t")) == 3
 
 
+def test_a_code_change_reruns_what_it_affects(workdir, tmp_path):
+    """The rules' code hash: a change to the model code reruns training and what follows, not the
+    data steps; a comment does not rerun anything. Dry runs against a copy of src/ (first on
+    PYTHONPATH), on the finished run."""
+    src = shutil.copytree(REPO / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PYTHONPATH": str(src)}
+
+    def planned() -> dict[str, int]:
+        result = snakemake(workdir, "-n", "results/figures/all.done", "--quiet", "rules", env=env)
+        stats = result.stdout[result.stdout.find("Job stats:") :]
+        return {l.split()[0]: int(l.split()[1]) for l in stats.splitlines()[3:] if len(l.split()) == 2 and l.split()[1].isdigit()}
+
+    assert planned() == {}
+    layers = src / "mtm" / "models" / "layers.py"
+    layers.write_text(layers.read_text() + "\n# a comment\n")
+    assert planned() == {}
+    layers.write_text(layers.read_text() + "\n\ndef unused():\n    return 1\n")
+    jobs = planned()
+    assert jobs["train_single"] == 9 and jobs["pretrain"] == 2 and jobs["finetune"] == 2 and jobs["evaluate"] == 11
+    assert not {"demo_cache", "fetch", "qc", "bin", "sessions_table", "data_overview"} & set(jobs)
+
+
 def sessions_run_by(wd: Path, job_id: int) -> set[str]:
     """The eids in the wildcards of the steps a SLURM job ran, from its SLURM log."""
     log = next((wd / ".snakemake/slurm_logs").rglob(f"{job_id}.log")).read_text()
