@@ -17,6 +17,7 @@ include: "workflow/rules/sessions.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/multisession.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/supervised.smk"
 include: "workflow/rules/figures.smk"
 
 

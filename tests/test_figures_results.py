@@ -181,3 +181,38 @@ def test_rasters_pick_a_region_and_draw_it(tmp_path):
     with pytest.raises(ValueError, match="different units of CA1"):
         plot_rasters(tmp_path / "mtm.parquet", tmp_path / "fewer.parquet", png=tmp_path / "x.png", pdf=tmp_path / "x.pdf",
                      caption=tmp_path / "x.txt", demo=True, preferred_region="CA1", window_start=-0.5, bin_size=0.02)  # fmt: skip
+
+
+def with_heads(metrics: pd.DataFrame) -> pd.DataFrame:
+    """`metrics` plus supervised-head rows for NDT1's single-session models, block left out of e3
+    (a target that could not be decoded has no row)."""
+    rows = metrics[(metrics["backbone"] == "ndt1") & (metrics["setting"] == "single")
+                   & metrics["metric"].isin(["accuracy", "r2"])].copy()  # fmt: skip
+    rows = rows[~((rows["task"] == "block") & (rows["eid"] == "e3"))]
+    rows["metric"] = "head_" + rows["metric"]
+    rows["value"] = rows["value"] + 0.05
+    return pd.concat([metrics, rows], ignore_index=True)
+
+
+def test_head_pairs_join_each_head_with_its_rate_decoder_and_chance(tmp_path):
+    from mtm.figures.heads import head_pairs, heads_table, plot_heads
+
+    metrics = with_heads(fake_metrics())
+    pairs = head_pairs(metrics)
+    assert set(zip(pairs["backbone"], pairs["scheme"], pairs["setting"])) == {
+        ("ndt1", "temporal", "single"), ("ndt1", "mtm-prompt", "single")}  # fmt: skip
+    assert len(pairs) == 2 * (4 * 3 - 1)  # no head, no pair: block of e3
+    assert np.allclose(pairs["head"] - pairs["rates"], 0.05)
+    assert np.allclose(pairs["chance"], 0.5 + 0.01 * pairs["eid"].map({"e1": 0, "e2": 1, "e3": 2}))
+    table = heads_table(pairs).set_index(["scheme", "task", "protocol"])
+    assert table.loc[("temporal", "block", "head"), "n_sessions"] == 2
+    assert table.loc[("mtm-prompt", "choice", "head"), "mean"] == pytest.approx(
+        table.loc[("mtm-prompt", "choice", "rates"), "mean"] + 0.05)  # fmt: skip
+    assert head_pairs(fake_metrics()).empty  # a table without heads
+    path = tmp_path / "metrics.parquet"
+    metrics.to_parquet(path)
+    out = {k: tmp_path / f"heads.{k}" for k in ("png", "pdf", "txt", "csv")}
+    plot_heads(path, png=out["png"], pdf=out["pdf"], caption=out["txt"], table_csv=out["csv"], demo=True)
+    assert matplotlib.image.imread(out["png"]).shape[1] > 1000
+    assert out["txt"].read_text().startswith("Synthetic demo data") and "supervised head" in out["txt"].read_text()
+    assert len(pd.read_csv(out["csv"])) == 2 * 4 * 2

@@ -145,7 +145,7 @@ def workdir(scenario) -> Path:
     return scenario.workdir
 
 
-FIGURES = ("ablation", "mtm_vs_baseline", "rasters", "scaling", "finetuned", "prompt_ablation", "data_overview")
+FIGURES = ("ablation", "mtm_vs_baseline", "rasters", "scaling", "finetuned", "prompt_ablation", "heads", "data_overview")
 
 
 def headless_chromium() -> tuple[str | None, str]:
@@ -191,7 +191,7 @@ def test_default_config_dry_run_through_the_slurm_profile(tmp_path):
     expected = {
         "demo_cache": 1, "fetch": 6, "qc": 6, "bin": 6, "sessions_table": 1, "data_overview": 1,
         "train_single": 6 * (7 + 2), "pretrain": 2 * 2, "finetune": 2 * 2 * 2,
-        "evaluate": 6 * (7 + 2) + 2 * 2 * 2, "metrics_table": 1,
+        "evaluate": 6 * (7 + 2) + 2 * 2 * 2, "metrics_table": 1, "supervised_head": 6 * 2 * 4,
     }  # fmt: skip
     assert {rule: int(jobs.get(rule, 0)) for rule in expected} == expected
     # a SLURM job per session's data steps, per single-session model (training + evaluation),
@@ -230,8 +230,14 @@ def test_outputs_and_sane_numbers(workdir):
     config = json.loads((workdir / f"results/models/ndt2/mtm-prompt/single/{eid}/config.json").read_text())
     assert config["model_class"] == "NDT2" and config["model_config"]["patch_size"] == 8
     metrics = pd.read_csv(workdir / "results/eval/metrics.csv")
-    # (3 models x 3 sessions + 2 finetuned models) x (4 activity tasks x 7 metrics + 4 behaviour targets x 2)
-    assert len(metrics) == (3 * 3 + 2) * (4 * 7 + 4 * 2)
+    # (3 models x 3 sessions + 2 finetuned models) x (4 activity tasks x 7 metrics + 4 behaviour targets x 2),
+    # and a supervised head's row for each of 2 models x 3 sessions
+    assert len(metrics) == (3 * 3 + 2) * (4 * 7 + 4 * 2) + 2 * 3
+    heads = metrics[metrics["metric"] == "head_r2"]
+    assert set(heads["model"]) == {"ndt1/temporal/single", "ndt1/mtm-prompt/single"} and len(heads) == 6
+    assert set(heads["task"]) == {"whisker-motion-energy"} and np.isfinite(heads["value"]).all()
+    chance = metrics[metrics["metric"] == "chance_r2"].set_index(["model", "eid", "task"])["value"]
+    assert (heads.set_index(["model", "eid", "task"])["value"] > chance.reindex(heads.set_index(["model", "eid", "task"]).index) - 0.2).all()
     assert set(metrics["backbone"]) == {"ndt1", "ndt2"}
     assert set(metrics[metrics["setting"] == "pretrain-2"]["eid"]) == {"824cf03d-4012-4ab1-b499-c83a92c5589e"}
     # block may not be decodable in 150 trials (too few 0.2/0.8 trials); it is NaN, not an error
@@ -279,6 +285,7 @@ def test_a_code_change_reruns_what_it_affects(workdir, tmp_path):
     layers.write_text(layers.read_text() + "\n\ndef unused():\n    return 1\n")
     jobs = planned()
     assert jobs["train_single"] == 9 and jobs["pretrain"] == 2 and jobs["finetune"] == 2 and jobs["evaluate"] == 11
+    assert jobs["supervised_head"] == 6  # heads read the encoder's latents
     assert not {"demo_cache", "fetch", "qc", "bin", "sessions_table", "data_overview"} & set(jobs)
 
 
@@ -318,6 +325,8 @@ def test_slurm_profile_on_a_real_cluster(scenario):
     models = done[done["comment"] == "rule_model_evaluate_train_single"]
     assert len(models) == 3 * len(good) and all(s <= set(good) and len(s) == 1 for s in models["sessions"])
     assert not any(bad in s for s in broken["sessions"] if s != {bad})
+    heads = done[done["comment"].str.startswith("rule_supervised_head")]  # one job per head, not grouped
+    assert sorted(s for (s,) in heads["sessions"]) == sorted(good * 2)  # temporal and MtM, one target
 
     rerun = jobs["rerun"]
     assert len(rerun) == 1 and rerun["sessions"].iloc[0] == {bad} and rerun["state"].iloc[0] == "COMPLETED"
@@ -328,6 +337,8 @@ def test_slurm_profile_on_a_real_cluster(scenario):
     assert (complete["comment"] == "rule_model_evaluate_train_single").sum() == 3
     assert complete["comment"].str.startswith("rule_pretrain").sum() == 2  # ndt1, ndt2
     assert complete["comment"].str.startswith("rule_finetune").sum() == 2
+    heads = complete[complete["comment"].str.startswith("rule_supervised_head")]
+    assert len(heads) == 2 and all(s == {bad} for s in heads["sessions"])
 
 
 def test_snakefiles_are_formatted_and_pass_lint():
@@ -370,5 +381,5 @@ def test_every_figure_and_the_report(workdir):
     shown = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", shown))
     assert "Synthetic demo data" in shown or "synthetic demo sessions" in shown
     for category in ("1. Single-session ablation", "2. MtM against the baseline", "3. Region rasters",
-                     "4. Multi-session", "5. Prompt ablation", "6. Data", "7. Metrics"):  # fmt: skip
+                     "4. Multi-session", "5. Prompt ablation", "6. Data", "7. Metrics", "8. Supervised heads"):  # fmt: skip
         assert category in shown, f"category {category!r} is not shown"

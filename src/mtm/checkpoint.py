@@ -49,6 +49,11 @@ def save_model(directory: str | Path, model: nn.Module, metadata: dict[str, Any]
     )
 
 
+def write_weights(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write `tensors` as one safetensors file, atomically (e.g. a head's, beside its config.json)."""
+    _write_tensors(Path(path), {k: _cpu_copy(v) for k, v in tensors.items()})
+
+
 def save_skipped(directory: str | Path, reason: str, metadata: dict[str, Any]) -> None:
     """Mark a model that was not trained: `config.json` says why; `model.safetensors` has no tensors.
 

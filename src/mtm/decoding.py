@@ -114,7 +114,7 @@ def decode_behaviour(
     fit, test = np.isin(split, ("train", "val")), split == "test"
     results = []
     for target in targets:
-        y, usable = _target(target, trials, behaviour)
+        y, usable = target_values(target, trials, behaviour)
         results.append(_decode(target, features, y, fit & usable, test & usable, seed))
     return results
 
@@ -147,7 +147,7 @@ def _check_inputs(features, trials, behaviour, targets) -> None:
         raise ValueError("features contain NaN or inf")
 
 
-def _target(
+def target_values(
     target: str, trials: pd.DataFrame, behaviour: dict[str, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The target per trial and the trials it can use.
@@ -172,7 +172,7 @@ def _decode(
     classify = target in CLASSIFICATION_TARGETS
     metric = "accuracy" if classify else "r2"
     n_fit, n_test = int(fit.sum()), int(test.sum())
-    reason = _not_decodable(y[fit], n_fit, n_test, classify)
+    reason = not_decodable(y[fit], n_fit, n_test, classify)
     if reason is not None:
         logger.warning("cannot decode %s: %s", target, reason)
         return DecodingResult(target, metric, float("nan"), float("nan"), n_fit, n_test)
@@ -185,11 +185,11 @@ def _decode(
         value = accuracy_score(y_test, model.predict(z_test))
     else:
         model = _regressor(seed).fit(z_fit, y_fit)
-        value = _flat_r2(y_test, model.predict(z_test))
-    return DecodingResult(target, metric, float(value), _chance(y_fit, y_test, classify), n_fit, n_test)
+        value = flat_r2(y_test, model.predict(z_test))
+    return DecodingResult(target, metric, float(value), chance_level(y_fit, y_test, classify), n_fit, n_test)
 
 
-def _not_decodable(y_fit: np.ndarray, n_fit: int, n_test: int, classify: bool) -> str | None:
+def not_decodable(y_fit: np.ndarray, n_fit: int, n_test: int, classify: bool) -> str | None:
     """Why a target cannot be decoded from these trials, or None if it can."""
     if n_fit < MIN_FIT_TRIALS:
         return f"{n_fit} usable fit trials, need at least {MIN_FIT_TRIALS}"
@@ -263,18 +263,18 @@ def _regressor(seed: int) -> GridSearchCV:
     )
 
 
-def _flat_r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+def flat_r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """R² over all trials x bins pooled, the paper's convention; (n, n_bins) each."""
     return float(r2_score(y_true.ravel(), y_pred.ravel()))
 
 
 def _flat_r2_scorer(estimator: Ridge, x: np.ndarray, y: np.ndarray) -> float:
-    return _flat_r2(y, estimator.predict(x))
+    return flat_r2(y, estimator.predict(x))
 
 
-def _chance(y_fit: np.ndarray, y_test: np.ndarray, classify: bool) -> float:
+def chance_level(y_fit: np.ndarray, y_test: np.ndarray, classify: bool) -> float:
     """Test score of the constant predictor learnt from the fit trials (see the module docstring)."""
     if classify:
         classes, counts = np.unique(y_fit, return_counts=True)
         return float(np.mean(y_test == classes[counts.argmax()]))
-    return _flat_r2(y_test, np.broadcast_to(y_fit.mean(axis=0), y_test.shape))
+    return flat_r2(y_test, np.broadcast_to(y_fit.mean(axis=0), y_test.shape))

@@ -332,12 +332,18 @@ def summarise_metrics(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_metrics_table(
-    paths: list[str | Path], parquet: str | Path, csv: str | Path, summary: str | Path, prompts: str | Path
+    paths: list[str | Path],
+    parquet: str | Path,
+    csv: str | Path,
+    summary: str | Path,
+    prompts: str | Path,
+    *,
+    heads: list[str | Path] = (),
 ) -> None:
-    """Join the per-model tables (metrics.parquet files) into `parquet` and `csv`, their
-    per-model means into `summary`, and the prompt ablations beside them (prompts.parquet) into
-    `prompts`."""
-    table = join_metrics(paths)
+    """Join the per-model tables (metrics.parquet files of evaluations, then of supervised
+    heads, mtm.supervised) into `parquet` and `csv`, their per-model means into `summary`, and
+    the prompt ablations beside the evaluations' tables (prompts.parquet) into `prompts`."""
+    table = join_metrics([*paths, *heads])
     write_parquet(parquet, pa.Table.from_pandas(table, preserve_index=False))
     write_text(csv, table.to_csv(index=False))
     write_text(summary, summarise_metrics(table).to_csv(index=False))

@@ -106,6 +106,18 @@ for section in ("training", "multisession"):
         )
 
 
+for backbone, schemes in config["supervised"]["schemes"].items():
+    trained = set(config["training"]["schemes"].get(backbone, [])) | set(
+        config["multisession"]["schemes"].get(backbone, [])
+    )
+    untrained = sorted(set(schemes) - trained) if backbone in BACKBONES else []
+    if untrained:
+        raise ValueError(
+            f"config: supervised.schemes.{backbone} names {untrained}, which no model is trained with "
+            f"(training.schemes, multisession.schemes)"
+        )
+
+
 def trained_models(pattern, section, **wildcards):
     """`pattern` expanded over every (backbone, scheme) of the config's `section` (training or
     multisession) and over `wildcards`."""
@@ -149,3 +161,29 @@ def evaluation_params(setting):
         "prompt_ablation": ablation == "all"
         or (ablation == "finetuned" and setting != "single"),
     }
+
+
+def supervised_heads(pattern):
+    """`pattern` expanded over every head the config's `supervised` section asks for: each
+    selected (backbone, scheme) in each selected setting where that model is trained, for every
+    target."""
+    heads = config["supervised"]
+    settings = []
+    if "single" in heads["settings"]:
+        settings.append(("training", ["single"], EIDS))
+    if "pretrained" in heads["settings"]:
+        pretrained = [f"pretrain-{n}" for n in config["multisession"]["pretrain_sizes"]]
+        settings.append(("multisession", pretrained, HELDOUT))
+    paths = []
+    for backbone in BACKBONES:
+        for section, names, eids in settings:
+            trained = config[section]["schemes"][backbone]
+            paths += expand(
+                pattern,
+                backbone=backbone,
+                scheme=[s for s in heads["schemes"].get(backbone, []) if s in trained],
+                setting=names,
+                eid=eids,
+                target=heads["targets"],
+            )
+    return paths

@@ -49,16 +49,19 @@ rule evaluate:
 
 rule metrics_table:
     input:
-        trained_models(
+        evaluations=trained_models(
             f"{EVAL_DIR}/metrics.parquet", "training", setting="single", eid=EIDS
         ),
-        trained_models(
+        evaluations_pretrained=trained_models(
             f"{EVAL_DIR}/metrics.parquet",
             "multisession",
             setting=[
                 f"pretrain-{n}" for n in config["multisession"]["pretrain_sizes"]
             ],
             eid=HELDOUT,
+        ),
+        heads=supervised_heads(
+            "results/heads/{backbone}/{scheme}/{setting}/{eid}/{target}/metrics.parquet"
         ),
     output:
         parquet="results/eval/metrics.parquet",

@@ -191,9 +191,41 @@ rule raster_figure:
         "../scripts/raster_figure.py"
 
 
+HAS_HEADS = bool(supervised_heads(HEAD_DIR))
+
+
+rule heads_figure:
+    input:
+        rules.metrics_table.output.parquet,
+    output:
+        png=report(
+            "results/figures/heads.png",
+            caption="../report/heads.rst",
+            category="8. Supervised heads",
+        ),
+        pdf="results/figures/heads.pdf",
+        caption="results/figures/heads.txt",
+        table=report(
+            "results/figures/heads.csv",
+            caption="../report/table.rst",
+            category="8. Supervised heads",
+        ),
+    log:
+        "results/logs/figures/heads.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    params:
+        code=script_code("heads_figure.py"),
+        demo=config["source"] == "demo",
+    script:
+        "../scripts/heads_figure.py"
+
+
 rule all_figures:
     input:
         rules.raster_figure.output if HAS_RASTERS else [],
+        rules.heads_figure.output if HAS_HEADS else [],
         rules.prompt_ablation_figure.output,
         rules.scaling_figure.output,
         rules.finetuned_figure.output,

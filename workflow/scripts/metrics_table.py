@@ -5,4 +5,6 @@ log_to_file(snakemake.log[0])
 from mtm.evaluate import write_metrics_table
 
 out = snakemake.output
-write_metrics_table(snakemake.input, out.parquet, out.csv, out.summary, out.prompts)
+inputs = snakemake.input
+evaluations = [*inputs.evaluations, *inputs.evaluations_pretrained]
+write_metrics_table(evaluations, out.parquet, out.csv, out.summary, out.prompts, heads=inputs.heads)

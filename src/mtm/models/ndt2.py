@@ -203,6 +203,28 @@ class NDT2(Backbone):
         """
         c = self.config
         B, T, N = counts.shape
+        session, x = self._hidden(counts, mask, prompt, session, causal)
+        # the final norm and readout stay in fp32 under bf16 autocast, as in NDT1
+        with torch.autocast(x.device.type, enabled=False):
+            patches = self.readout(self.ln_final(x.float()))  # (B, T*K, P)
+        log_rates = unpatch(patches.view(B, T, -1, c.patch_size), N) + self.unit_offset[session]
+        return masked_output(log_rates, counts, None if mask is None else mask.target, c.loss)
+
+    def encode(
+        self, counts: torch.Tensor, *, prompt: int | torch.Tensor | None = None, session: str | None = None
+    ) -> torch.Tensor:
+        """The encoder's latents of unmasked input: float32 (B, T, hidden), one vector per bin, the
+        mean over the bin's patch tokens after the final norm (so a head sees the same shape as
+        NDT1's). Arguments as in forward."""
+        B, T, _ = counts.shape
+        session, x = self._hidden(counts, None, prompt, session, False)
+        with torch.autocast(x.device.type, enabled=False):
+            return self.ln_final(x.float()).view(B, T, -1, self.config.hidden).mean(dim=2)
+
+    def _hidden(self, counts, mask, prompt, session, causal) -> tuple[str, torch.Tensor]:
+        """(session, the last block's output at the patch tokens: (B, T*K, hidden), bin by bin)."""
+        c = self.config
+        B, T, N = counts.shape
         session, inputs, causal = self._batch_inputs(counts, mask, prompt, session, causal)
         tokens = patch(inputs, c.patch_size)  # (B, T, K, P)
         K = tokens.shape[2]
@@ -212,11 +234,7 @@ class NDT2(Backbone):
         allowed = causal_allowed(T, K, c.n_context, x.device) if causal else None
         for block in self.blocks:
             x = block(x, allowed=allowed, rotary=None)
-        # the final norm and readout stay in fp32 under bf16 autocast, as in NDT1
-        with torch.autocast(x.device.type, enabled=False):
-            patches = self.readout(self.ln_final(x[:, c.n_context :].float()))  # (B, T*K, P)
-        log_rates = unpatch(patches.view(B, T, K, c.patch_size), N) + self.unit_offset[session]
-        return masked_output(log_rates, counts, None if mask is None else mask.target, c.loss)
+        return session, x[:, c.n_context :]
 
     def flops_per_sample(self, session: str | None = None, *, training: bool = True) -> float:
         """Matmul FLOPs for one sample of n_bins bins (2 per multiply-add), as

@@ -1,0 +1,53 @@
+# Per (model, behaviour target): a supervised head on the model's encoder latents, trained on the
+# train trials, selected on val, scored on test (mtm.supervised); its metric rows join the
+# metrics table beside the rate-based decoders'. One job per target, so one failing target reruns
+# alone.
+
+HEAD_DIR = "results/heads/{backbone}/{scheme}/{setting}/{eid}/{target}"
+HEAD_PARAMS = [
+    "encoder",
+    "epochs",
+    "batch_size",
+    "lr",
+    "encoder_lr",
+    "weight_decay",
+    "seed",
+]
+
+
+wildcard_constraints:
+    target="choice|block|wheel-speed|whisker-motion-energy",
+
+
+rule supervised_head:
+    input:
+        model=f"{MODEL_DIR}/model.safetensors",
+        config=f"{MODEL_DIR}/config.json",
+        binned="results/sessions/{eid}/binned.parquet",
+    output:
+        model=f"{HEAD_DIR}/model.safetensors",
+        config=f"{HEAD_DIR}/config.json",
+        log_csv=f"{HEAD_DIR}/log.csv",
+        metrics=f"{HEAD_DIR}/metrics.parquet",
+    log:
+        "results/logs/heads/{backbone}/{scheme}/{setting}/{eid}/{target}.log",
+    benchmark:
+        "results/benchmarks/heads/{backbone}/{scheme}/{setting}/{eid}/{target}.tsv"
+    conda:
+        CONDA_ENV
+    threads: config["supervised"]["threads"]
+    resources:
+        mem_mb=per_attempt(config["supervised"]["mem_mb"]),
+        runtime=config["supervised"]["runtime"],
+        gpu=config["supervised"]["gpus"],
+    params:
+        head={k: config["supervised"][k] for k in HEAD_PARAMS},
+        code=script_code("supervised_head.py"),
+    script:
+        "../scripts/supervised_head.py"
+
+
+rule heads_all:
+    input:
+        supervised_heads(f"{HEAD_DIR}/metrics.parquet"),
+    localrule: True
