@@ -33,7 +33,7 @@ HEAD_IN_SUBPROCESS = (
     "finetune_head_checkpoint(sys.argv[1], sys.argv[2], sys.argv[3], 'choice', "
     "HeadConfig(**json.loads(sys.argv[4])), setting='single', threads=1)"
 )
-RESUMABLE = HeadConfig(encoder="gradual", epochs=8, checkpoint_every=1, seed=3)
+RESUMABLE = HeadConfig(encoder="gradual", epochs=6, checkpoint_every=1, seed=3)
 
 
 @pytest.fixture(scope="module")
