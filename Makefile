@@ -31,6 +31,7 @@ bench: setup
 	$(BIN)/python bench/bench_pretrain.py
 	$(BIN)/python bench/bench_pretrain_scale.py
 	$(BIN)/python bench/bench_ndt2.py
+	$(BIN)/python bench/bench_heads.py
 
 lint: setup
 	$(BIN)/snakefmt --check Snakefile workflow/rules
