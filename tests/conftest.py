@@ -6,6 +6,9 @@ tests/test_cuda.py).
 """
 
 import importlib.util
+import json
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +79,15 @@ def four_sessions(tmp_path_factory) -> list[Path]:
     from mtm.demo import demo_sessions
 
     return bin_demo_sessions(tmp_path_factory.mktemp("four"), demo_sessions(4), n_units=64, n_trials=300, seed=5)
+
+
+def wait_for_saved_epoch(proc: subprocess.Popen, state_dir: Path, epoch: int, stderr: Path) -> None:
+    """Poll until a training (or head) run in `proc` has saved its state after `epoch`."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = state_dir / "latest.json"
+        if state.exists() and json.loads(state.read_text())["state"]["epoch"] >= epoch:
+            return
+        assert proc.poll() is None, f"the run ended early ({proc.returncode}):\n{stderr.read_text()}"
+        time.sleep(0.02)
+    raise TimeoutError(f"no state for epoch {epoch} in {state_dir}")

@@ -38,7 +38,6 @@ class ClusterUnavailable(RuntimeError):
 
 @dataclass
 class Cluster:
-    folder: Path
     env: dict[str, str]  # os.environ plus SLURM_CONF
     daemons: dict[str, int]  # name -> pid of munged, slurmctld and slurmd
 
@@ -90,7 +89,7 @@ def local_slurm(folder: Path) -> Iterator[Cluster]:
             _run([f"/usr/sbin/{name}", "-f", str(folder / "slurm.conf")], env, f"starting {name}")
             started.append(folder / f"{name}.pid")
         _wait_until_idle(env, folder)
-        yield Cluster(folder, env, {path.stem: _pid(path) for path in started})
+        yield Cluster(env, {path.stem: _pid(path) for path in started})
     finally:
         subprocess.run(["scancel", "--full", "--user", str(os.getuid())], env=env, capture_output=True)
         for pid_file in reversed(started):

@@ -5,7 +5,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pandas as pd
 import pytest
 import safetensors.torch
 import torch
+from conftest import wait_for_saved_epoch
 
 from mtm.checkpoint import load_pretrained, save_skipped
 from mtm.evaluate import METRIC_COLUMNS
@@ -149,16 +149,6 @@ def start_head(model_dir: Path, binned: Path, out: Path, stderr: Path) -> subpro
                                 stderr=log)  # fmt: skip
 
 
-def wait_for_epoch(proc: subprocess.Popen, state: Path, epoch: int, stderr: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if state.exists() and json.loads(state.read_text())["state"]["epoch"] >= epoch:
-            return
-        assert proc.poll() is None, f"the head's run ended early ({proc.returncode}):\n{stderr.read_text()}"
-        time.sleep(0.02)
-    raise TimeoutError(f"no state for epoch {epoch} in {state}")
-
-
 def test_a_killed_head_resumes_to_the_same_weights(model_dir, binned, tmp_path):
     """SIGKILL after epoch 2, SIGTERM after epoch 4, then run to the end: the same head and
     encoder (dropout, batch order and Adam's moments all restored) as an uninterrupted run."""
@@ -167,11 +157,11 @@ def test_a_killed_head_resumes_to_the_same_weights(model_dir, binned, tmp_path):
 
     out, stderr = tmp_path / "run", tmp_path / "stderr.txt"
     proc = start_head(model_dir, binned["usable"], out, stderr)
-    wait_for_epoch(proc, out / "state/latest.json", 2, stderr)
+    wait_for_saved_epoch(proc, out / "state", 2, stderr)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL and not (out / "metrics.parquet").exists()
     proc = start_head(model_dir, binned["usable"], out, stderr)
-    wait_for_epoch(proc, out / "state/latest.json", 4, stderr)
+    wait_for_saved_epoch(proc, out / "state", 4, stderr)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait() == 128 + signal.SIGTERM, stderr.read_text()
     proc = start_head(model_dir, binned["usable"], out, stderr)

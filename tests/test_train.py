@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +15,7 @@ import pytest
 import safetensors
 import safetensors.torch
 import torch
+from conftest import wait_for_saved_epoch
 
 from mtm.checkpoint import load_pretrained, load_state, read_config, save_state
 from mtm.data import CountsCache, SessionTensors
@@ -82,32 +82,20 @@ def start_training(binned_path: Path, out: Path, config: TrainConfig, stderr: Pa
         return subprocess.Popen(args, stderr=log)
 
 
-def wait_for_epoch(proc: subprocess.Popen, state_dir: Path, epoch: int, stderr: Path) -> None:
-    """Poll until the state after `epoch` has been saved."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        state = state_dir / "latest.json"
-        if state.exists() and json.loads(state.read_text())["state"]["epoch"] >= epoch:
-            return
-        assert proc.poll() is None, f"training ended early ({proc.returncode}):\n{stderr.read_text()}"
-        time.sleep(0.02)
-    raise TimeoutError(f"no state for epoch {epoch} in {state_dir}")
-
-
 def test_killed_and_restarted_run_ends_bit_identical(binned, reference, tmp_path):
     """SIGKILL in epoch 2, restart, SIGTERM in epoch 3, restart: the same weights and losses."""
     ref_dir, ref = reference
     out, state_dir, stderr = tmp_path / "run", tmp_path / "run/state", tmp_path / "stderr.txt"
 
     proc = start_training(binned["usable"], out, RESUMABLE, stderr)
-    wait_for_epoch(proc, state_dir, 1, stderr)
+    wait_for_saved_epoch(proc, state_dir, 1, stderr)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
     assert not (out / "model.safetensors").exists()
     assert_no_pickle(state_dir)
 
     proc = start_training(binned["usable"], out, RESUMABLE, stderr)
-    wait_for_epoch(proc, state_dir, 2, stderr)
+    wait_for_saved_epoch(proc, state_dir, 2, stderr)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait() == 128 + signal.SIGTERM, stderr.read_text()
     assert not (out / "model.safetensors").exists()

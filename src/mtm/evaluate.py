@@ -106,6 +106,12 @@ class ModelLabels:
     def model(self) -> str:
         return f"{self.backbone}/{self.scheme}/{self.setting}"
 
+    @classmethod
+    def of_checkpoint(cls, metadata: dict, setting: str) -> ModelLabels:
+        """The labels of a saved model, from its config.json metadata."""
+        training = metadata["training"]
+        return cls(backbone=training.get("backbone", "ndt1"), scheme=training["scheme"], setting=setting)
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -221,8 +227,8 @@ def evaluate_model(
             row(prompt_rows, target, other, f"chance_{result.metric}", result.chance, n_units, result.n_test)
 
     table = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
-    units_table = pd.concat(unit_rows, ignore_index=True) if unit_rows else _empty(UNIT_COLUMNS)
-    prompts = pd.DataFrame(prompt_rows, columns=list(METRIC_COLUMNS)) if prompt_rows else _empty(METRIC_COLUMNS)
+    units_table = pd.concat(unit_rows, ignore_index=True) if unit_rows else empty_table(UNIT_COLUMNS)
+    prompts = pd.DataFrame(prompt_rows, columns=list(METRIC_COLUMNS)) if prompt_rows else empty_table(METRIC_COLUMNS)
     return Evaluation(metrics=table, units=units_table[list(UNIT_COLUMNS)], prompts=prompts)
 
 
@@ -274,8 +280,17 @@ def _decode(model, session: SessionData, config: EvalConfig, prompts: dict[str, 
     return {target: results[target] for target in prompts}
 
 
-def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
+def empty_table(columns: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=object) for name in columns})
+
+
+def load_model_session(model_dir: str | Path, binned_path: str | Path, eid: str) -> SessionData:
+    """The binned session a saved model (trained on `eid`) is to be scored on; ValueError if the
+    file holds another session."""
+    session = load_session(binned_path)
+    if session.eid != eid:
+        raise ValueError(f"{model_dir} was trained on {eid}, not on {session.eid} ({binned_path})")
+    return session
 
 
 def evaluate_checkpoint(
@@ -296,16 +311,12 @@ def evaluate_checkpoint(
     out_dir = Path(out_dir)
     saved = read_config(model_dir)
     meta = saved["metadata"]
-    labels = ModelLabels(
-        backbone=meta["training"].get("backbone", "ndt1"), scheme=meta["training"]["scheme"], setting=setting
-    )
+    labels = ModelLabels.of_checkpoint(meta, setting)
     if "skipped" in saved:
         log.info("%s: no model to evaluate (%s)", meta["eid"], saved["skipped"])
-        evaluation = Evaluation(metrics=_empty(METRIC_COLUMNS), units=_empty(UNIT_COLUMNS), prompts=_empty(METRIC_COLUMNS))
+        evaluation = Evaluation(metrics=empty_table(METRIC_COLUMNS), units=empty_table(UNIT_COLUMNS), prompts=empty_table(METRIC_COLUMNS))
     else:
-        session = load_session(binned_path)
-        if session.eid != meta["eid"]:
-            raise ValueError(f"{model_dir} was trained on {meta['eid']}, not on {session.eid} ({binned_path})")
+        session = load_model_session(model_dir, binned_path, meta["eid"])
         with num_threads(threads):
             model = load_pretrained(model_dir, device=resolve_device(config.device))
             evaluation = evaluate_model(model, session, config, labels=labels, region_level=meta["region_level"])
@@ -320,7 +331,7 @@ def evaluate_checkpoint(
 def join_metrics(paths: list[str | Path]) -> pd.DataFrame:
     """All metric tables in one, sorted by model, eid, task and metric."""
     tables = [pd.read_parquet(path) for path in paths]
-    tables = [t for t in tables if len(t)] or [_empty(METRIC_COLUMNS)]
+    tables = [t for t in tables if len(t)] or [empty_table(METRIC_COLUMNS)]
     return pd.concat(tables, ignore_index=True).sort_values(["model", "eid", "task", "metric"], ignore_index=True)
 
 

@@ -46,12 +46,12 @@ from torch import nn
 
 from mtm.checkpoint import clear_state, load_pretrained, load_state, read_config, save_state, write_weights
 from mtm.decoding import CLASSIFICATION_TARGETS, DECODING_TARGETS, chance_level, flat_r2, not_decodable, target_values
-from mtm.evaluate import DECODING_PROMPTS, METRIC_COLUMNS, NO_PROMPT, ModelLabels
+from mtm.evaluate import DECODING_PROMPTS, METRIC_COLUMNS, NO_PROMPT, ModelLabels, empty_table, load_model_session
 from mtm.io import write_json, write_parquet, write_text
 from mtm.masking import MTM_SCHEMES
 from mtm.runtime import exit_on_sigterm, num_threads
 from mtm.seeds import derive_seed
-from mtm.session import SessionData, load_session
+from mtm.session import SessionData
 from mtm.train import resolve_device
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 ENCODER_MODES = ("frozen", "full", "gradual")
 HEAD_METRICS = {"accuracy": "head_accuracy", "r2": "head_r2"}  # metric names in the metrics table
 STATE_DIR = "state"
+LOG_COLUMNS = ["epoch", "train_loss", "val_loss", "val_score"]
 WEIGHT_DECAY = {"choice": 1.0, "block": 1.0, "wheel-speed": 0.1, "whisker-motion-energy": 0.1}
 
 
@@ -100,12 +101,11 @@ class HeadResult:
     value: float  # test score of the selected epoch (NaN: not decodable)
     chance: float  # as mtm.decoding's, on the same test trials
     best_epoch: int | None
-    history: list[dict[str, float]]  # epoch, train_loss, val_loss, val_score
+    history: list[dict[str, float]]  # LOG_COLUMNS
     n_train: int
     n_val: int
     n_test: int
-    encoder: nn.Module  # the encoder as it ends (the selected epoch's weights)
-    head: nn.Linear | None
+    weights: dict[str, torch.Tensor]  # the selected head (head.*), and encoder (encoder.*) when it trained; {}: none
 
 
 class _Targets:
@@ -125,8 +125,7 @@ class _Targets:
         if self.unusable is None and not len(self.index["val"]):
             self.unusable = "no usable val trials to select the head's epoch on"
         if self.classify:
-            self.labels = np.unique(y[fit])  # the two classes: the logit is for the second
-            self.unusable = self.unusable or (None if len(self.labels) == 2 else "needs two classes")
+            self.labels = np.unique(y[fit])  # the two classes (not_decodable checks): the logit is for the second
         else:
             # one scale for every bin: the loss then ranks heads as the flattened R² does
             train = y[self.index["train"]]
@@ -216,7 +215,7 @@ class _Run:
                 self.model.encode(self.counts[chunk].to(self.device), prompt=self.prompt, session=self.session.eid)
                 for chunk in torch.from_numpy(trials).split(64)
             ]
-        return torch.cat(parts).flatten(1).clone()
+        return torch.cat(parts).flatten(1).clone()  # a normal tensor: the head's backward may save it
 
     def outputs(self, split: str) -> torch.Tensor:
         trials = self.targets.index[split]
@@ -311,8 +310,7 @@ def finetune_head(
     n = {split: len(index) for split, index in targets.index.items()}
     if targets.unusable is not None:
         log.warning("%s: cannot decode %s: %s", session.eid, target, targets.unusable)
-        return HeadResult(target, targets.metric, float("nan"), float("nan"), None, [], n["train"], n["val"], n["test"],
-                          model, None)  # fmt: skip
+        return HeadResult(target, targets.metric, float("nan"), float("nan"), None, [], n["train"], n["val"], n["test"], {})
     device = next(model.parameters()).device
     run = _Run(model, session, targets, target, config, device)
     if state_dir is not None:
@@ -329,7 +327,7 @@ def finetune_head(
     log.info("%s %s: test %s %.3f (chance %.3f), val best at epoch %d", session.eid, target, targets.metric, value,
              targets.chance, run.best_epoch)  # fmt: skip
     return HeadResult(target, targets.metric, value, targets.chance, run.best_epoch, run.history, n["train"],
-                      n["val"], n["test"], model, run.head)  # fmt: skip
+                      n["val"], n["test"], run.best_weights)  # fmt: skip
 
 
 def _resume(run: _Run, state_dir: Path) -> None:
@@ -363,29 +361,23 @@ def finetune_head_checkpoint(
     out_dir = Path(out_dir)
     saved = read_config(model_dir)
     meta = saved["metadata"]
-    labels = ModelLabels(backbone=meta["training"].get("backbone", "ndt1"), scheme=meta["training"]["scheme"],
-                         setting=setting)  # fmt: skip
+    labels = ModelLabels.of_checkpoint(meta, setting)
     info = {"model_dir": str(model_dir), "binned": str(binned_path), "target": target, "head": dataclasses.asdict(config)}
     if "skipped" in saved:
         log.info("%s: no model to finetune a head on (%s)", meta["eid"], saved["skipped"])
         write_weights(out_dir / "model.safetensors", {})
         write_json(out_dir / "config.json", {"skipped": saved["skipped"], **info})
-        write_text(out_dir / "log.csv", "epoch,train_loss,val_loss,val_score\n")
-        table = pd.DataFrame({name: pd.Series(dtype=object) for name in METRIC_COLUMNS})
+        write_text(out_dir / "log.csv", ",".join(LOG_COLUMNS) + "\n")
+        table = empty_table(METRIC_COLUMNS)
     else:
-        session = load_session(binned_path)
-        if session.eid != meta["eid"]:
-            raise ValueError(f"{model_dir} was trained on {meta['eid']}, not on {session.eid} ({binned_path})")
+        session = load_model_session(model_dir, binned_path, meta["eid"])
         with num_threads(threads):
             model = load_pretrained(model_dir, device=resolve_device(config.device))
             result = finetune_head(model, session, target, config, state_dir=out_dir / STATE_DIR)
-        tensors = {} if result.head is None else {f"head.{k}": v for k, v in result.head.state_dict().items()}
-        if result.head is not None and config.encoder != "frozen":
-            tensors |= {f"encoder.{k}": v for k, v in model.state_dict().items()}
-        write_weights(out_dir / "model.safetensors", tensors)
+        write_weights(out_dir / "model.safetensors", result.weights)
         summary = {k: getattr(result, k) for k in ("metric", "value", "chance", "best_epoch", "n_train", "n_val", "n_test")}
         write_json(out_dir / "config.json", {**info, "eid": session.eid, "model": labels.model, "result": summary})
-        write_text(out_dir / "log.csv", pd.DataFrame(result.history, columns=["epoch", "train_loss", "val_loss", "val_score"]).to_csv(index=False))
+        write_text(out_dir / "log.csv", pd.DataFrame(result.history, columns=LOG_COLUMNS).to_csv(index=False))
         prompt = DECODING_PROMPTS[target] if getattr(model.config, "use_prompt", False) else NO_PROMPT
         row = (labels.model, labels.backbone, labels.scheme, labels.setting, session.eid, target, prompt,
                HEAD_METRICS[result.metric], float(result.value), session.counts.shape[2], result.n_test)  # fmt: skip
