@@ -55,6 +55,7 @@ from mtm.io import write_text
 from mtm.masking import MTM_SCHEMES, SCHEMES, Mask, apply_mask, make_mask, sample_scheme
 from mtm.models import BACKBONES, Backbone, poisson_nll
 from mtm.runtime import exit_on_sigterm, num_threads, progress_bar
+from mtm.schedules import PlateauSchedule, one_cycle
 from mtm.seeds import derive_seed
 from mtm.session import load_session, read_session_header
 
@@ -65,6 +66,9 @@ MODEL_SIZES = ("demo", "paper")
 PRECISIONS = ("auto", "fp32", "bf16")
 SESSION_SAMPLING = ("proportional", "balanced")
 TRAINABLE = ("all", "session")
+LR_SCHEDULES = ("one-cycle", "plateau")
+PLATEAU_FACTOR = 0.2  # "plateau": the learning rate's cut when the validation loss stalls
+PLATEAU_CUTS = 2  # "plateau": cuts before a stall ends the run
 LOG_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "seconds")
 STATE_DIR = "state"
 
@@ -78,8 +82,17 @@ class TrainConfig:
     backbone: "ndt1" or "ndt2" (mtm.models.BACKBONES); model: its size, "demo" or "paper"
     patch_size: NDT2's units per token; None keeps the size preset's (NDT1: must be None)
     region_level: units' regions for region masking
-    epochs; batch_size in trials; lr: the peak learning rate of the one-cycle schedule (cosine,
-        starting at lr / 10, warming up for `warmup_fraction` of the steps, stepped per batch)
+    epochs: the most epochs a run takes (with `patience`, a cap; without, the run's length)
+    patience: converged = no lower validation loss in `patience` epochs in a row (with
+        "plateau": at the lowest learning rate); None trains for `epochs` (the authors' protocol)
+    lr_schedule, per batch:
+        "one-cycle"  cosine one-cycle over `epochs` (the authors'): from lr / 10 up to `lr` in
+                     the first `warmup_fraction` of the steps, then down towards 0
+        "plateau"    linear warm-up from lr / 10 to `lr` over the first `warmup_fraction` x
+                     `epochs` epochs, then constant; each stall of `patience` epochs cuts the
+                     rate by PLATEAU_FACTOR, PLATEAU_CUTS times, and the next stall ends the run
+                     (needs `patience`)
+    batch_size in trials; lr: the peak learning rate
     precision: "auto" (bf16 autocast on CUDA, fp32 on the CPU), "fp32" or "bf16"
     device: "auto" (CUDA if available), or a torch device string
     loss: the training loss over scored entries, "mean" or "sum"
@@ -96,6 +109,8 @@ class TrainConfig:
     patch_size: int | None = None
     region_level: str = "beryl"
     epochs: int = 15
+    patience: int | None = None
+    lr_schedule: str = "one-cycle"
     batch_size: int = 16
     lr: float = 1e-4
     weight_decay: float = 0.01
@@ -119,6 +134,7 @@ class TrainConfig:
             loss=("mean", "sum"),
             session_sampling=SESSION_SAMPLING,
             trainable=TRAINABLE,
+            lr_schedule=LR_SCHEDULES,
         )
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -131,6 +147,10 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig: need epochs >= 1, batch_size >= 1, lr >= 0, 0 < warmup_fraction < 1: {self}"
             )
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"TrainConfig: patience must be None or >= 1, got {self.patience}")
+        if self.lr_schedule == "plateau" and self.patience is None:
+            raise ValueError("TrainConfig: lr_schedule 'plateau' cuts the rate after `patience` epochs; set patience")
 
     @property
     def schemes(self) -> tuple[str, ...]:
@@ -283,19 +303,23 @@ class _Run:
             params = list(self.model.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         self.steps_per_epoch = len(self.epoch_batches(torch.Generator()))
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer,
-            max_lr=config.lr,
-            total_steps=config.epochs * self.steps_per_epoch,
-            pct_start=config.warmup_fraction,
-            div_factor=10,
-            anneal_strategy="cos",
-        )
+        if config.lr_schedule == "plateau":
+            warmup = round(config.warmup_fraction * config.epochs * self.steps_per_epoch)
+            self.scheduler = PlateauSchedule(
+                self.optimizer, lr=config.lr, warmup_steps=warmup, factor=PLATEAU_FACTOR, max_cuts=PLATEAU_CUTS
+            )
+        else:
+            self.scheduler = one_cycle(
+                self.optimizer, lr=config.lr, total_steps=config.epochs * self.steps_per_epoch,
+                warmup_fraction=config.warmup_fraction,
+            )  # fmt: skip
         self.generators = {
             name: torch.Generator().manual_seed(derive_seed(config.seed, name)) for name in ("data", "mask")
         }
         self.epoch, self.step = 0, 0
         self.best_val_loss, self.best_epoch, self.best_weights = math.inf, 0, None
+        self.stale = 0  # epochs since the validation loss last improved, or the rate was cut
+        self.stop_reason: str | None = None  # set when the run ends before `epochs`
         self.history: list[dict[str, float]] = []
 
     def epoch_batches(self, generator: torch.Generator) -> list[tuple[SessionTensors, torch.Tensor]]:
@@ -330,6 +354,8 @@ class _Run:
             "step": self.step,
             "best_val_loss": self.best_val_loss,
             "best_epoch": self.best_epoch,
+            "stale": self.stale,
+            "stop_reason": self.stop_reason,
             "history": self.history,
             "model": self.model.state_dict(),
             "best_weights": self.best_weights,
@@ -351,6 +377,7 @@ class _Run:
         self.epoch, self.step = state["epoch"], state["step"]
         self.best_val_loss, self.best_epoch = state["best_val_loss"], state["best_epoch"]
         self.best_weights = state["best_weights"]
+        self.stale, self.stop_reason = state["stale"], state["stop_reason"]
         self.pending_bias = state["pending_bias"]
         self.history = state["history"]
 
@@ -393,7 +420,7 @@ def train(
         }
         bar = progress_bar(total=config.epochs * run.steps_per_epoch, initial=run.step)
         try:
-            while run.epoch < config.epochs:
+            while run.epoch < config.epochs and run.stop_reason is None:
                 started = time.perf_counter()
                 train_loss = _train_epoch(run, precision, bar)
                 val = _validate(run, val_masks, precision)
@@ -515,10 +542,24 @@ def _end_epoch(run: _Run, train_loss: float, val: dict[str, float], name: str, *
         **{f"val_{scheme}": loss for scheme, loss in val.items()},
     )
     run.history.append(row)
+    _check_convergence(run, improved=run.best_epoch == run.epoch)
     log.info(
         "%s %s: epoch %d/%d train %.5f val %.5f lr %.2e %.1f s",
         name, run.config.scheme, run.epoch, run.config.epochs, train_loss, val_loss, row["lr"], seconds,
     )  # fmt: skip
+
+
+def _check_convergence(run: _Run, *, improved: bool) -> None:
+    """After an epoch: count the epochs without a lower validation loss; after `patience` of
+    them, cut the rate ("plateau" schedule, while it may) or call the run converged."""
+    patience = run.config.patience
+    run.stale = 0 if improved else run.stale + 1
+    if patience is None or run.stale < patience:
+        return
+    if isinstance(run.scheduler, PlateauSchedule) and run.scheduler.cut():
+        run.stale = 0
+        return
+    run.stop_reason = f"converged: no lower validation loss in {patience} epochs"
 
 
 def _metadata(run: _Run, precision: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -535,6 +576,9 @@ def _metadata(run: _Run, precision: str, extra: dict[str, Any]) -> dict[str, Any
         "n_trials": {data.eid: {split: len(t) for split, t in data.splits.items()} for data in run.sessions},
         "best_epoch": run.best_epoch,
         "best_val_loss": run.best_val_loss,
+        "epochs_run": run.epoch,
+        "stop_reason": run.stop_reason or f"epoch cap ({run.config.epochs})",
+        "converged": run.stop_reason is not None,
         "device": str(run.device),
         "precision": precision,
         "torch_version": torch.__version__,
@@ -555,7 +599,7 @@ def train_session(
     error: `config.json` says why, `model.safetensors` holds no tensors, `log.csv` no rows; returns None.
     """
     session = load_session(binned_path, true_rate=False)
-    metadata = {"binned": str(binned_path), "provenance": session.meta.get("provenance")}
+    metadata = {"stage": "single", "binned": str(binned_path), "provenance": session.meta.get("provenance")}
     if not session.usable:
         reason = session.meta["session"].get("reason") or "unusable session"
         save_skipped(out_dir, reason, {"eid": session.eid, "training": dataclasses.asdict(config), **metadata})
@@ -588,7 +632,7 @@ def pretrain_sessions(
             usable.append(SessionTensors.from_file(path, cache, region_level=config.region_level))
         else:
             left_out[header.eid] = header.meta["session"].get("reason") or "unusable session"
-    metadata = {"binned": [str(p) for p in binned_paths], "left_out": left_out}
+    metadata = {"stage": "pretrain", "binned": [str(p) for p in binned_paths], "left_out": left_out}
     if not usable:
         save_skipped(out_dir, "no usable session", {"eid": None, "training": dataclasses.asdict(config), **metadata})
         _write_log(Path(out_dir) / "log.csv", [], config.schemes)
@@ -610,7 +654,10 @@ def finetune_session(
     token, then training as `config` says (`trainable`: all weights or the new layers only). The
     finetuned model keeps the shared weights and the new session's layers only."""
     session = load_session(binned_path, true_rate=False)
-    metadata = {"binned": str(binned_path), "pretrained": str(checkpoint), "provenance": session.meta.get("provenance")}
+    metadata = {
+        "stage": "finetune", "binned": str(binned_path), "pretrained": str(checkpoint),
+        "provenance": session.meta.get("provenance"),
+    }  # fmt: skip
     if not session.usable:
         reason = session.meta["session"].get("reason") or "unusable session"
         save_skipped(out_dir, reason, {"eid": session.eid, "training": dataclasses.asdict(config), **metadata})
