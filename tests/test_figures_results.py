@@ -1,12 +1,17 @@
 """The results figures, drawn from a small synthetic metrics table of both backbones."""
 
+import json
+
 import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from mtm.evaluate import METRIC_COLUMNS
 from mtm.figures.ablation import ablation_table, plot_ablation
+from mtm.figures.comparisons import comparison_table, plot_comparisons
+from mtm.figures.convergence import plot_convergence, read_runs
 from mtm.figures.mtm_vs_baseline import paired_sessions, plot_mtm_vs_baseline
 from mtm.figures.prompts import plot_prompt_ablation, prompt_table
 from mtm.figures.scaling import plot_scaling, pretrain_size, scaling_table
@@ -31,7 +36,7 @@ def fake_metrics(seed: int = 0) -> pd.DataFrame:
         i = EIDS.index(eid)
 
         def row(task, metric, value):
-            rows.append((f"{backbone}/{scheme}/{setting}", backbone, scheme, setting, eid, task, "none", metric,
+            rows.append((f"{backbone}/{scheme}/{setting}", backbone, scheme, setting, 0, eid, task, "none", metric,
                          value, 32, 80))  # fmt: skip
 
         for task in ("co-smoothing", "forward-prediction", "intra-region", "inter-region"):
@@ -216,3 +221,78 @@ def test_head_pairs_join_each_head_with_its_rate_decoder_and_chance(tmp_path):
     assert matplotlib.image.imread(out["png"]).shape[1] > 1000
     assert out["txt"].read_text().startswith("Synthetic demo data") and "supervised head" in out["txt"].read_text()
     assert len(pd.read_csv(out["csv"])) == 2 * 4 * 2
+
+
+def with_glm_and_seeds(metrics: pd.DataFrame) -> pd.DataFrame:
+    """`metrics` with a second seed of every model (values shifted by 0.01) and the GLM's rows."""
+    second = metrics.assign(seed=1, value=metrics["value"] + 0.01)
+    glm = metrics[(metrics["model"] == "ndt1/temporal/single") & metrics["task"].isin(["co-smoothing", "inter-region"])]
+    glm = glm[glm["metric"].isin(["bps", "oracle_bps"])].assign(model="glm/smoothing/single", backbone="glm",
+                                                                 scheme="smoothing", value=lambda t: t["value"] / 2)  # fmt: skip
+    return pd.concat([metrics, second, glm], ignore_index=True)
+
+
+def test_comparisons_pair_sessions_average_seeds_and_give_intervals(tmp_path):
+    metrics = with_glm_and_seeds(fake_metrics())
+    table, per_session = comparison_table(metrics)
+    names = set(table["comparison"])
+    assert {"MtM vs baseline, alone", "MtM vs baseline, pretrained on 4", "4 vs 1 pretraining sessions",
+            "pretrained on 4 vs alone", "MtM vs GLM"} <= names  # fmt: skip
+    row = table[(table["comparison"] == "MtM vs baseline, alone") & (table["a"].str.startswith("NDT2"))]
+    row = row.set_index("task").loc["co-smoothing"]
+    single = metrics[(metrics["setting"] == "single") & (metrics["metric"] == "bps") & (metrics["backbone"] == "ndt2")
+                     & (metrics["task"] == "co-smoothing")]  # fmt: skip
+    by = single.groupby(["scheme", "eid"])["value"].mean()
+    diff = (by["mtm-prompt"] - by["random-token"]).to_numpy()
+    expected = stats.ttest_rel(by["mtm-prompt"], by["random-token"]).confidence_interval(0.95)
+    assert row["mean"] == pytest.approx(diff.mean()) and row["n_sessions"] == 3 and row["n_seeds"] == 2
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((expected.low, expected.high))
+    pretrained = table[table["comparison"] == "pretrained on 4 vs alone"]
+    assert set(pretrained["n_sessions"]) == {2}, "pretrained models are compared on the held-out sessions"
+    glm = table[table["comparison"] == "MtM vs GLM"]
+    assert set(glm["task"]) == {"co-smoothing", "inter-region"}
+    assert len(per_session[per_session["comparison"] == "MtM vs GLM"]) == 2 * 2 * 3  # backbones x tasks x sessions
+    metrics.to_parquet(tmp_path / "metrics.parquet")
+    plot_comparisons(tmp_path / "metrics.parquet", png=tmp_path / "c.png", pdf=tmp_path / "c.pdf",
+                     caption=tmp_path / "c.txt", table_csv=tmp_path / "c.csv", demo=True)  # fmt: skip
+    assert len(pd.read_csv(tmp_path / "c.csv")) == len(table)
+    assert "better in" in (tmp_path / "c.txt").read_text()
+    assert matplotlib.image.imread(tmp_path / "c.png").shape[0] > 1000
+
+
+def test_the_ablation_table_adds_the_glm_as_a_reference_row(tmp_path):
+    metrics = with_glm_and_seeds(fake_metrics())
+    table = ablation_table(metrics).set_index(["backbone", "row", "task"])
+    glm = table.loc[("ndt2", "glm", "co-smoothing")]
+    expected = fake_metrics().query("model == 'ndt1/temporal/single' and task == 'co-smoothing' and metric == 'bps'")
+    assert glm["mean"] == pytest.approx(expected["value"].mean() / 2) and glm["n_sessions"] == 3
+    # a session's value is the mean of its seeds
+    temporal = table.loc[("ndt1", "temporal", "co-smoothing"), "mean"]
+    assert temporal == pytest.approx(expected["value"].mean() + 0.005)
+    metrics.to_parquet(tmp_path / "metrics.parquet")
+    plot_ablation(tmp_path / "metrics.parquet", png=tmp_path / "a.png", pdf=tmp_path / "a.pdf", caption=tmp_path / "a.txt",
+                  table_csv=tmp_path / "a.csv", demo=True)  # fmt: skip
+    assert "glm" in set(pd.read_csv(tmp_path / "a.csv")["row"])
+
+
+def test_convergence_figure_reads_every_run_and_how_it_stopped(tmp_path):
+    dirs = []
+    for i, (stage, converged) in enumerate([("single", True), ("single", False), ("pretrain", True), ("finetune", True)]):
+        folder = tmp_path / f"m{i}"
+        folder.mkdir()
+        epochs = 12 if converged else 20
+        meta = {"stage": stage, "training": {"backbone": "ndt1", "scheme": "mtm-prompt", "epochs": 20},
+                "epochs_run": epochs, "best_epoch": epochs - 4, "converged": converged,
+                "stop_reason": "converged" if converged else "epoch cap (20)"}  # fmt: skip
+        (folder / "config.json").write_text(json.dumps({"metadata": meta}))
+        pd.DataFrame({"epoch": range(1, epochs + 1), "val_loss": np.linspace(0.4, 0.3, epochs)}).to_csv(folder / "log.csv")
+        dirs.append(folder)
+    skipped = tmp_path / "skipped"
+    skipped.mkdir()
+    (skipped / "config.json").write_text(json.dumps({"skipped": "unusable", "metadata": {}}))
+    runs, logs = read_runs([*dirs, skipped])
+    assert len(runs) == 4 and runs["converged"].sum() == 3 and set(logs) == set(runs["model"])
+    plot_convergence([*dirs, skipped], png=tmp_path / "v.png", pdf=tmp_path / "v.pdf", caption=tmp_path / "v.txt",
+                     table_csv=tmp_path / "v.csv", demo=False)  # fmt: skip
+    text = (tmp_path / "v.txt").read_text()
+    assert "trained on one session alone, NDT1 MtM (prompted): 1/2 converged, 12-20 epochs (cap 20)" in text

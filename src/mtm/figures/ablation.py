@@ -30,7 +30,8 @@ from mtm.io import write_text
 
 ACTIVITY_TASKS = ("co-smoothing", "forward-prediction", "intra-region", "inter-region")
 BEHAVIOUR_METRICS = {"choice": "accuracy", "block": "accuracy", "wheel-speed": "r2", "whisker-motion-energy": "r2"}
-ORACLE, CHANCE = "oracle", "chance"
+ORACLE, CHANCE, GLM = "oracle", "chance", "glm"
+REFERENCE_LABELS = {GLM: "smoothing + GLM", ORACLE: "oracle", CHANCE: "chance"}
 TABLE_COLUMNS = ("backbone", "row", "task", "metric", "mean", "sem", "n_sessions")
 
 
@@ -38,9 +39,12 @@ def ablation_table(metrics: pd.DataFrame, *, setting: str = "single", rows: str 
     """Table 1 in numbers (TABLE_COLUMNS): per backbone, row and task, the mean, standard error
     and number of sessions with a finite value. A row is a value of the `rows` column (a scheme;
     or a prompt, for a prompt ablation), or ORACLE (activity tasks: the true rates' bits/spike)
-    or CHANCE (behaviour: the decoders' chance level); a session's reference value is the same
-    for every model of it, and counts once."""
-    m = metrics[metrics["setting"] == setting]
+    or CHANCE (behaviour: the decoders' chance level), or GLM (the smoothing + Poisson GLM,
+    mtm.glm, on the same sessions); a session's reference value is the same for every model of
+    it, and counts once."""
+    m = metrics[(metrics["setting"] == setting) & (metrics["backbone"] != "glm")]
+    glm = metrics[(metrics["backbone"] == "glm") & metrics["eid"].isin(set(m["eid"])) & (metrics["metric"] == "bps")]
+    glm = pd.concat([glm.assign(backbone=backbone) for backbone in m["backbone"].unique()] or [glm])
     activity = m[m["task"].isin(ACTIVITY_TASKS)]
     behaviour = m[m["task"].isin(BEHAVIOUR_METRICS)]
     wanted = behaviour["metric"] == behaviour["task"].map(BEHAVIOUR_METRICS)
@@ -49,6 +53,7 @@ def ablation_table(metrics: pd.DataFrame, *, setting: str = "single", rows: str 
         activity[activity["metric"] == "bps"].assign(row=lambda t: t[rows]),
         behaviour[wanted].assign(row=lambda t: t[rows]),
         activity[activity["metric"] == "oracle_bps"].assign(row=ORACLE, metric="bps"),
+        glm.assign(row=GLM),
         behaviour[chance].assign(row=CHANCE, metric=lambda t: t["metric"].str.removeprefix("chance_")),
     ]
     table = pd.concat(parts, ignore_index=True)
@@ -98,9 +103,9 @@ def plot_ablation(
     write_text(table_csv, table.to_csv(index=False))
 
 
-PANELS = (  # the two heatmaps of a backbone: (tasks, reference row, heading)
-    (list(ACTIVITY_TASKS), ORACLE, "activity (bits/spike)"),
-    (list(BEHAVIOUR_METRICS), CHANCE, "behaviour decoded from predicted rates (accuracy, R²)"),
+PANELS = (  # the two heatmaps of a backbone: (tasks, reference rows, heading)
+    (list(ACTIVITY_TASKS), (GLM, ORACLE), "activity (bits/spike)"),
+    (list(BEHAVIOUR_METRICS), (CHANCE,), "behaviour decoded from predicted rates (accuracy, R²)"),
 )
 
 
@@ -111,7 +116,7 @@ def draw_tables(
     table's rows in `order` and named by `row_labels`. outline: task -> the row to outline in
     its column (e.g. the prompt a task is evaluated with)."""
     backbones = [b for b in BACKBONE_LABELS if b in set(table["backbone"])]
-    n_rows = {b: len(table_rows(table, b, order)) + 1 for b in backbones}
+    n_rows = {b: len(table_rows(table, b, order)) + len(references(table, b, PANELS[0][1])) for b in backbones}
     fig = new_figure(13.0, 1.2 + sum(0.42 * n + 0.9 for n in n_rows.values()) if backbones else 2.5)
     if not backbones:
         fig.text(0.5, 0.5, "no results of this kind in this run", ha="center", va="center")
@@ -120,10 +125,10 @@ def draw_tables(
     for i, backbone in enumerate(backbones):
         rows = table_rows(table, backbone, order)
         labels = [row_labels.get(r, r) for r in rows]
-        for j, (tasks, reference, what) in enumerate(PANELS):
+        for j, (tasks, reference_rows, what) in enumerate(PANELS):
             ax = fig.add_subplot(grid[i, j])
-            heatmap(ax, table, backbone, rows, labels, tasks, reference, f"{BACKBONE_LABELS[backbone]}: {what}",
-                    show_rows=j == 0)  # fmt: skip
+            heatmap(ax, table, backbone, rows, labels, tasks, references(table, backbone, reference_rows),
+                    f"{BACKBONE_LABELS[backbone]}: {what}", show_rows=j == 0)  # fmt: skip
             for c, task in enumerate(tasks):
                 if (outline or {}).get(task) in rows:
                     ax.add_patch(Rectangle((c - 0.5, rows.index(outline[task]) - 0.5), 1, 1, fill=False,
@@ -133,23 +138,30 @@ def draw_tables(
 
 def table_rows(table: pd.DataFrame, backbone: str, order: tuple[str, ...] = SCHEME_ORDER) -> list[str]:
     """The rows of `backbone` other than the references, in `order` (then any others, sorted)."""
-    present = set(table.loc[table["backbone"] == backbone, "row"]) - {ORACLE, CHANCE}
+    present = set(table.loc[table["backbone"] == backbone, "row"]) - set(REFERENCE_LABELS)
     return [s for s in order if s in present] + sorted(present - set(order))
 
 
+def references(table: pd.DataFrame, backbone: str, candidates: tuple[str, ...]) -> list[str]:
+    """The reference rows among `candidates` that `backbone` has (the oracle and chance always)."""
+    present = set(table.loc[table["backbone"] == backbone, "row"])
+    return [r for r in candidates if r in present or r != GLM]
+
+
 def heatmap(ax, table: pd.DataFrame, backbone: str, schemes: list[str], labels: list[str], tasks: list[str],
-            reference: str, heading: str, *, show_rows: bool) -> None:  # fmt: skip
-    """Rows: `schemes` (named `labels`), then the reference row; columns: tasks. Colours rank
-    each column's schemes; the best is in bold."""
+            reference_rows: list[str], heading: str, *, show_rows: bool) -> None:  # fmt: skip
+    """Rows: `schemes` (named `labels`), then the grey reference rows; columns: tasks. Colours
+    rank each column's schemes; the best is in bold."""
     cells = table[table["backbone"] == backbone].set_index(["row", "task"])["mean"]
-    values = np.array([[cells.get((row, task), np.nan) for task in tasks] for row in [*schemes, reference]])
-    model = values[:-1]
+    rows = [*schemes, *reference_rows]
+    values = np.array([[cells.get((row, task), np.nan) for task in tasks] for row in rows])
+    model = values[: len(schemes)]
     lo, hi = np.nanmin(model, axis=0, initial=np.inf), np.nanmax(model, axis=0, initial=-np.inf)
     with np.errstate(invalid="ignore", divide="ignore"):
         rank = np.where(hi > lo, (model - lo) / (hi - lo), 0.5)
-    shade = np.vstack([rank, np.full((1, len(tasks)), np.nan)])
+    shade = np.vstack([rank, np.full((len(reference_rows), len(tasks)), np.nan)])
     ax.imshow(np.ma.masked_invalid(shade), cmap="Blues", vmin=-0.15, vmax=1.15, aspect="auto")
-    ax.axhspan(len(schemes) - 0.5, len(schemes) + 0.5, color="0.88")
+    ax.axhspan(len(schemes) - 0.5, len(rows) - 0.5, color="0.88")
     ax.axhline(len(schemes) - 0.5, color="0.3", linewidth=1.2)
     best = np.nanargmax(np.where(np.isnan(model), -np.inf, model), axis=0)
     for r in range(values.shape[0]):
@@ -162,7 +174,8 @@ def heatmap(ax, table: pd.DataFrame, backbone: str, schemes: list[str], labels: 
     ax.set_xticks(range(len(tasks)), [TASK_LABELS.get(t, t) for t in tasks], fontsize=9)
     ax.xaxis.tick_top()
     shown = labels if show_rows else [""] * len(labels)
-    ax.set_yticks(range(len(shown) + 1), [*shown, reference], fontsize=9)
+    ax.set_yticks(range(len(rows)), [*shown, *(REFERENCE_LABELS[r] if show_rows else "" for r in reference_rows)],
+                  fontsize=9)  # fmt: skip
     ax.tick_params(length=0)
     ax.set_title(heading, loc="left", fontweight="bold", fontsize=10)
     for spine in ax.spines.values():

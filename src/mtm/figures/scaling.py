@@ -72,6 +72,9 @@ def plot_scaling(metrics_path: Path, *, png: Path, pdf: Path, caption: Path, dem
         ax.set_xticks(range(len(sizes)), ["alone" if n == 0 else str(n) for n in sizes])
         ax.set_xlabel("pretraining sessions", fontsize=9)
         ax.spines[["top", "right"]].set_visible(False)
+        if curves[curves["task"] == task].empty:
+            ax.text(0.5, 0.5, "not evaluated in this run", ha="center", va="center", transform=ax.transAxes,
+                    color="0.5", fontsize=9)  # fmt: skip
         reference = table[(table["scheme"] == "reference") & (table["task"] == task)]
         if len(reference):
             ax.axhline(reference["mean"].mean(), color="0.55", linestyle=":", linewidth=1.2)
