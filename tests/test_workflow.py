@@ -58,6 +58,7 @@ def set_up_slurm_profile(wd: Path) -> None:
     profile["slurm-status-command"] = "squeue"
     profile["slurm-init-seconds-before-status-checks"] = 5
     profile["slurm-keep-successful-logs"] = True  # the test reads which sessions each job ran
+    profile["local-cores"] = 2  # the figures side by side: this machine is the login node and the node
     path.write_text(yaml.safe_dump(profile))
 
 
@@ -145,7 +146,8 @@ def workdir(scenario) -> Path:
     return scenario.workdir
 
 
-FIGURES = ("ablation", "mtm_vs_baseline", "rasters", "scaling", "finetuned", "prompt_ablation", "heads", "data_overview")
+FIGURES = ("comparisons", "convergence", "ablation", "mtm_vs_baseline", "rasters", "scaling", "finetuned",
+           "prompt_ablation", "heads", "data_overview")  # fmt: skip
 
 
 def headless_chromium() -> tuple[str | None, str]:
@@ -184,24 +186,45 @@ def test_default_config_dry_run_through_the_slurm_profile(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     stats = result.stdout[result.stdout.index("Job stats:") : result.stdout.index("Reasons:")]
     jobs = dict(line.split()[:2] for line in stats.splitlines() if line.split()[:1] and line.split()[-1].isdigit())
-    # 6 demo sessions: one job per session for each per-session rule, one for each join; a
-    # model per session for each of NDT1's 7 rows of the paper's single-session ablation and
-    # NDT2's 2; NDT1 pretrained on 1 and 4 of the 4 sessions not held out, for 2 schemes,
-    # finetuned on the 2 held out; and an evaluation of every model
+    # 4 demo sessions, 2 of them held out: one job per session for each per-session rule, one
+    # for each join; NDT1 temporal and MtM models on each held-out session alone, and
+    # pretrained on the 2 others, then finetuned on each held-out one; the GLM on the held-out
+    # sessions; an evaluation of every model
     expected = {
-        "demo_cache": 1, "fetch": 6, "qc": 6, "bin": 6, "sessions_table": 1, "data_overview": 1,
-        "train_single": 6 * (7 + 2), "pretrain": 2 * 2, "finetune": 2 * 2 * 2,
-        "evaluate": 6 * (7 + 2) + 2 * 2 * 2, "metrics_table": 1, "supervised_head": 6 * 2 * 4,
+        "demo_cache": 1, "fetch": 4, "qc": 4, "bin": 4, "sessions_table": 1, "data_overview": 1,
+        "train_single": 2 * 2, "pretrain": 2, "finetune": 2 * 2, "glm_baseline": 2,
+        "evaluate": 2 * 2 + 2 * 2, "metrics_table": 1, "supervised_head": 0,
     }  # fmt: skip
     assert {rule: int(jobs.get(rule, 0)) for rule in expected} == expected
     # a SLURM job per session's data steps, per single-session model (training + evaluation),
     # and per finetuned model's evaluation
-    assert result.stdout.count("Group job session") == 6
-    assert result.stdout.count("Group job model") == 6 * (7 + 2) + 2 * 2 * 2
+    assert result.stdout.count("Group job session") == 4
+    assert result.stdout.count("Group job model") == 2 * 2 + 2 * 2
     resources = dict(re.findall(r"rule (\w+):\n(?:\s+\w+:.*\n)*?\s+resources: (.*)", result.stdout))
     assert "slurm_partition=YOUR_GPU_PARTITION" in resources["pretrain"] and "gpu=1" in resources["pretrain"]
     assert "slurm_partition=YOUR_CPU_PARTITION" in resources["qc"] and "slurm_account=YOUR_ACCOUNT" in resources["qc"]
     assert "ibl_api=1" in resources["fetch"]
+
+
+def test_the_ablation_config_plans_every_scheme_and_pretrains_on_one_session_once(tmp_path):
+    """config/ablation.yaml on top of the default: every scheme on every session, NDT2, heads, and
+    pretraining on 1 session, which is the first pool session's single-session model: finetuning
+    from 1 session reads it, and no pretrain job trains it a second time."""
+    wd = copy_workflow(tmp_path)
+    shutil.copytree(REPO / "config", wd / "config")
+    cmd = [sys.executable, "-m", "snakemake", "-n", "-p", "results/figures/all.done", "--configfile", "config/ablation.yaml"]
+    result = subprocess.run(cmd, cwd=wd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    stats = result.stdout[result.stdout.index("Job stats:") : result.stdout.index("Reasons:")]
+    jobs = dict(line.split()[:2] for line in stats.splitlines() if line.split()[:1] and line.split()[-1].isdigit())
+    assert int(jobs["train_single"]) == 4 * (7 + 2) and int(jobs["pretrain"]) == 2 * 2  # pretrain-2 only
+    assert int(jobs["finetune"]) == 2 * 2 * 2 * 2 and int(jobs["supervised_head"]) > 0
+    pool = [s.eid for s in demo_sessions(4) if s.eid not in ("824cf03d-4012-4ab1-b499-c83a92c5589e",
+                                                              "d57df551-6dcb-4242-9c72-b806cff5613a")]  # fmt: skip
+    blocks = [b for b in result.stdout.split("rule finetune:")[1:] if "pretrain-1/" in b.split("output:")[1].split("\n")[0]]
+    assert len(blocks) == 2 * 2 * 2, "a finetuning from one session per backbone, scheme and held-out session"
+    inputs = [b.split("input:")[1].split("\n")[0] for b in blocks]
+    assert all(f"/single/{pool[0]}/seed-0/config.json" in line for line in inputs), inputs[0]
 
 
 def test_outputs_and_sane_numbers(workdir):
@@ -222,23 +245,28 @@ def test_outputs_and_sane_numbers(workdir):
     assert (workdir / "results/figures/data_overview.png").stat().st_size > 10_000
     ablation = pd.read_csv(workdir / "results/figures/ablation.csv")
     assert set(ablation["backbone"]) == {"ndt1", "ndt2"} and (ablation["n_sessions"] <= 3).all()
-    assert set(ablation[ablation["backbone"] == "ndt2"]["row"]) == {"mtm-prompt", "oracle", "chance"}
+    assert set(ablation[ablation["backbone"] == "ndt2"]["row"]) == {"mtm-prompt", "glm", "oracle", "chance"}
     for model in ("ndt1/temporal", "ndt1/mtm-prompt", "ndt2/mtm-prompt"):
         for eid in table["eid"]:
-            log = pd.read_csv(workdir / f"results/models/{model}/single/{eid}/log.csv")
+            log = pd.read_csv(workdir / f"results/models/{model}/single/{eid}/seed-0/log.csv")
             assert len(log) == 2 and np.isfinite(log["val_loss"]).all()
-    config = json.loads((workdir / f"results/models/ndt2/mtm-prompt/single/{eid}/config.json").read_text())
+    config = json.loads((workdir / f"results/models/ndt2/mtm-prompt/single/{eid}/seed-0/config.json").read_text())
     assert config["model_class"] == "NDT2" and config["model_config"]["patch_size"] == 8
+    assert config["metadata"]["stop_reason"] == "epoch cap (2)" and not config["metadata"]["converged"]
     metrics = pd.read_csv(workdir / "results/eval/metrics.csv")
     # (3 models x 3 sessions + 2 finetuned models) x (4 activity tasks x 7 metrics + 4 behaviour targets x 2),
-    # and a supervised head's row for each of 2 models x 3 sessions
-    assert len(metrics) == (3 * 3 + 2) * (4 * 7 + 4 * 2) + 2 * 3
+    # a supervised head's row for each of 2 models x 3 sessions, and the GLM's 3 tasks x 9 values
+    # (7 metrics, its smoothing width and penalty) on each of 3 sessions
+    assert len(metrics) == (3 * 3 + 2) * (4 * 7 + 4 * 2) + 2 * 3 + 3 * 3 * 9
+    assert set(metrics["seed"]) == {0}
+    glm = metrics[(metrics["model"] == "glm/smoothing/single") & (metrics["metric"] == "bps")]
+    assert len(glm) == 3 * 3 and (glm["value"] > 0).all()
     heads = metrics[metrics["metric"] == "head_r2"]
     assert set(heads["model"]) == {"ndt1/temporal/single", "ndt1/mtm-prompt/single"} and len(heads) == 6
     # R² of 2-epoch encoders and 5-epoch heads: finite; test_supervised holds heads to chance
     assert set(heads["task"]) == {"whisker-motion-energy"} and (heads["value"] < 1).all()
     assert np.isfinite(heads["value"]).all()
-    assert set(metrics["backbone"]) == {"ndt1", "ndt2"}
+    assert set(metrics["backbone"]) == {"ndt1", "ndt2", "glm"}
     assert set(metrics[metrics["setting"] == "pretrain-2"]["eid"]) == {"824cf03d-4012-4ab1-b499-c83a92c5589e"}
     # block may not be decodable in 150 trials (too few 0.2/0.8 trials); it is NaN, not an error
     assert np.isfinite(metrics[metrics["task"] != "block"]["value"]).all()
@@ -285,6 +313,7 @@ def test_a_code_change_reruns_what_it_affects(workdir, tmp_path):
     layers.write_text(layers.read_text() + "\n\ndef unused():\n    return 1\n")
     jobs = planned()
     assert jobs["train_single"] == 9 and jobs["pretrain"] == 2 and jobs["finetune"] == 2 and jobs["evaluate"] == 11
+    assert jobs["glm_baseline"] == 3  # it shares mtm.evaluate's scoring
     assert jobs["supervised_head"] == 6  # heads read the encoder's latents
     assert not {"demo_cache", "fetch", "qc", "bin", "sessions_table", "data_overview"} & set(jobs)
 
@@ -380,6 +409,6 @@ def test_every_figure_and_the_report(workdir):
     shown = re.sub(r"<(script|style)\b.*?</\1>", "", result.stdout, flags=re.S)
     shown = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", shown))
     assert "Synthetic demo data" in shown or "synthetic demo sessions" in shown
-    for category in ("1. Single-session ablation", "2. MtM against the baseline", "3. Region rasters",
+    for category in ("0. The paper's comparisons", "9. Training", "1. Single-session ablation", "2. MtM against the baseline", "3. Region rasters",
                      "4. Multi-session", "5. Prompt ablation", "6. Data", "7. Metrics", "8. Supervised heads"):  # fmt: skip
         assert category in shown, f"category {category!r} is not shown"

@@ -48,10 +48,10 @@ from mtm.train import resolve_device
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = (
-    "model", "backbone", "scheme", "setting", "eid", "task", "prompt", "metric", "value", "n_units", "n_trials",
+    "model", "backbone", "scheme", "setting", "seed", "eid", "task", "prompt", "metric", "value", "n_units", "n_trials",
 )  # fmt: skip
 UNIT_COLUMNS = (
-    "model", "eid", "task", "unit", "uuid", "region", "bps", "oracle_bps", "poisson_d2", "psth_r2", "single_trial_r2",
+    "model", "seed", "eid", "task", "unit", "uuid", "region", "bps", "oracle_bps", "poisson_d2", "psth_r2", "single_trial_r2",
     "psth_observed", "psth_predicted",
 )  # fmt: skip
 # the prompts of the paper's tables: choice under the neuron prompt, whisker energy under the causal one
@@ -96,11 +96,13 @@ class EvalConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelLabels:
-    """How the tables name a model: e.g. backbone "ndt1", scheme "mtm-prompt", setting "single"."""
+    """How the tables name a model: e.g. backbone "ndt1", scheme "mtm-prompt", setting "single"
+    (model "ndt1/mtm-prompt/single"), and its training seed (replicates share the model name)."""
 
     backbone: str
     scheme: str
     setting: str
+    seed: int = 0
 
     @property
     def model(self) -> str:
@@ -110,7 +112,10 @@ class ModelLabels:
     def of_checkpoint(cls, metadata: dict, setting: str) -> ModelLabels:
         """The labels of a saved model, from its config.json metadata."""
         training = metadata["training"]
-        return cls(backbone=training.get("backbone", "ndt1"), scheme=training["scheme"], setting=setting)
+        return cls(
+            backbone=training.get("backbone", "ndt1"), scheme=training["scheme"], setting=setting,
+            seed=int(training.get("seed", 0)),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -170,7 +175,7 @@ def evaluate_model(
     rows, unit_rows, prompt_rows = [], [], []
 
     def row(table: list, task: str, prompt: str | None, metric: str, value: float, n_units: int, n_trials: int) -> None:
-        table.append((labels.model, labels.backbone, labels.scheme, labels.setting, session.eid, task,
+        table.append((labels.model, labels.backbone, labels.scheme, labels.setting, labels.seed, session.eid, task,
                       prompt or NO_PROMPT, metric, float(value), n_units, n_trials))  # fmt: skip
 
     def score_task(task: str, prompt: str | None) -> tuple[dict[str, float], dict[str, np.ndarray], heldout.TaskPrediction]:
@@ -197,6 +202,7 @@ def evaluate_model(
             pd.DataFrame(
                 {
                     "model": labels.model,
+                    "seed": labels.seed,
                     "eid": session.eid,
                     "task": task,
                     "unit": prediction.units,
@@ -336,10 +342,13 @@ def join_metrics(paths: list[str | Path]) -> pd.DataFrame:
 
 
 def summarise_metrics(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean, standard error and number of sessions of each (model, task, prompt, metric)."""
+    """Mean, standard error and number of sessions of each (model, task, prompt, metric), over
+    sessions: a session's value is the mean over its seeds (n_seeds: the most any session has)."""
     keys = ["model", "backbone", "scheme", "setting", "task", "prompt", "metric"]
-    grouped = table.groupby(keys, sort=True)["value"]
-    return grouped.agg(mean="mean", sem="sem", n_sessions="count").reset_index()
+    per_session = table.groupby([*keys, "eid"], sort=True)["value"].agg(value="mean", n_seeds="count")
+    grouped = per_session.groupby(keys, sort=True)
+    summary = grouped["value"].agg(mean="mean", sem="sem", n_sessions="count")
+    return summary.join(grouped["n_seeds"].max()).reset_index()
 
 
 def write_metrics_table(
@@ -350,11 +359,13 @@ def write_metrics_table(
     prompts: str | Path,
     *,
     heads: list[str | Path] = (),
+    glm: list[str | Path] = (),
 ) -> None:
-    """Join the per-model tables (metrics.parquet files of evaluations, then of supervised
-    heads, mtm.supervised) into `parquet` and `csv`, their per-model means into `summary`, and
-    the prompt ablations beside the evaluations' tables (prompts.parquet) into `prompts`."""
-    table = join_metrics([*paths, *heads])
+    """Join the per-model tables (metrics.parquet files of evaluations, of supervised heads,
+    mtm.supervised, and of the GLM, mtm.glm) into `parquet` and `csv`, their per-model means
+    into `summary`, and the prompt ablations beside the evaluations' tables (prompts.parquet)
+    into `prompts`."""
+    table = join_metrics([*paths, *heads, *glm])
     write_parquet(parquet, pa.Table.from_pandas(table, preserve_index=False))
     write_text(csv, table.to_csv(index=False))
     write_text(summary, summarise_metrics(table).to_csv(index=False))

@@ -379,7 +379,7 @@ def finetune_head_checkpoint(
         write_json(out_dir / "config.json", {**info, "eid": session.eid, "model": labels.model, "result": summary})
         write_text(out_dir / "log.csv", pd.DataFrame(result.history, columns=LOG_COLUMNS).to_csv(index=False))
         prompt = DECODING_PROMPTS[target] if getattr(model.config, "use_prompt", False) else NO_PROMPT
-        row = (labels.model, labels.backbone, labels.scheme, labels.setting, session.eid, target, prompt,
+        row = (labels.model, labels.backbone, labels.scheme, labels.setting, labels.seed, session.eid, target, prompt,
                HEAD_METRICS[result.metric], float(result.value), session.counts.shape[2], result.n_test)  # fmt: skip
         table = pd.DataFrame([row], columns=list(METRIC_COLUMNS))
         clear_state(out_dir / STATE_DIR)

@@ -68,14 +68,40 @@ def heldout_eids():
     return [eid for eid in EIDS if eid in heldout]
 
 
+def single_session_eids():
+    """Sessions with models trained on them alone (training.sessions: null for every configured
+    session, "heldout" for the held-out ones, or eids). When 1 is a pretraining size, the
+    pool's first session too: its single-session model is the model pretrained on one session.
+    """
+    chosen = config["training"]["sessions"]
+    if chosen is None:
+        chosen = EIDS
+    elif chosen == "heldout":
+        chosen = HELDOUT
+    unknown = sorted(set(chosen) - set(EIDS))
+    if unknown:
+        raise ValueError(
+            f"config: training.sessions names sessions that are not configured: {unknown}"
+        )
+    if 1 in config["multisession"]["pretrain_sizes"] and PRETRAIN_POOL:
+        chosen = [*chosen, PRETRAIN_POOL[0]]
+    return [eid for eid in EIDS if eid in chosen]
+
+
 EIDS = session_eids()
 HELDOUT = heldout_eids()
 PRETRAIN_POOL = [eid for eid in EIDS if eid not in HELDOUT]
+SINGLE_EIDS = single_session_eids()
+PRETRAIN_SIZES = config["multisession"]["pretrain_sizes"]
+
+
+SEEDS = config["training"]["seeds"]
 
 
 wildcard_constraints:
     eid="[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
     backbone="ndt1|ndt2",
+    seed="[0-9]+",
 
 
 def fetch_inputs(wildcards):
@@ -90,11 +116,22 @@ def truth_input(wildcards):
 
 def pretrain_binned(wildcards):
     n = int(wildcards.n)
-    if not 1 <= n <= len(PRETRAIN_POOL):
+    if not 2 <= n <= len(PRETRAIN_POOL):
         raise ValueError(
-            f"pretrain-{n}: the pool holds {len(PRETRAIN_POOL)} sessions (every configured session not held out)"
+            f"pretrain-{n}: the pool holds {len(PRETRAIN_POOL)} sessions (every configured session not held out); "
+            "pretraining on one session is its single-session model"
         )
     return [f"results/sessions/{eid}/binned.parquet" for eid in PRETRAIN_POOL[:n]]
+
+
+def pretrained_model(wildcards):
+    """The folder of the model that finetuning on a held-out session starts from: pretrained on
+    the pool's first n sessions, or for n = 1 the single-session model of the first (training
+    on one session alone is pretraining on one session: the same run, not trained twice).
+    """
+    if int(wildcards.n) == 1:
+        return f"results/models/{wildcards.backbone}/{wildcards.scheme}/single/{PRETRAIN_POOL[0]}/seed-{wildcards.seed}"
+    return f"results/models/{wildcards.backbone}/{wildcards.scheme}/pretrain-{wildcards.n}/seed-{wildcards.seed}"
 
 
 BACKBONES = config["training"]["backbones"]
@@ -120,7 +157,7 @@ for backbone, schemes in config["supervised"]["schemes"].items():
 
 def trained_models(pattern, section, **wildcards):
     """`pattern` expanded over every (backbone, scheme) of the config's `section` (training or
-    multisession) and over `wildcards`."""
+    multisession), every seed and `wildcards`."""
     return [
         path
         for backbone in BACKBONES
@@ -128,25 +165,27 @@ def trained_models(pattern, section, **wildcards):
             pattern,
             backbone=backbone,
             scheme=config[section]["schemes"][backbone],
+            seed=SEEDS,
             **wildcards,
         )
     ]
 
 
-def backbone_training(backbone):
-    """TrainConfig fields of single-session training of `backbone`, as configured."""
+def backbone_training(backbone, seed):
+    """TrainConfig fields of single-session training of `backbone` with `seed`, as configured."""
     fields = {k: config["training"][k] for k in TRAIN_PARAMS}
+    fields["seed"] = int(seed)
     patch_size = config["training"]["patch_size"]
     if backbone == "ndt2" and patch_size is not None:
         fields["patch_size"] = patch_size
     return {"backbone": backbone, **fields}
 
 
-def multisession_training(stage, backbone):
-    """TrainConfig fields of `backbone` for the pretraining or finetuning stage."""
+def multisession_training(stage, backbone, seed):
+    """TrainConfig fields of `backbone` with `seed` for the pretraining or finetuning stage."""
     multi = config["multisession"]
     return {
-        **backbone_training(backbone),
+        **backbone_training(backbone, seed),
         "epochs": multi["epochs"] if stage == "pretrain" else multi["finetune_epochs"],
         "trainable": multi["trainable"] if stage == "finetune" else "all",
         "session_sampling": multi["session_sampling"],
@@ -166,13 +205,13 @@ def evaluation_params(setting):
 def supervised_heads(pattern):
     """`pattern` expanded over every head the config's `supervised` section asks for: each
     selected (backbone, scheme) in each selected setting where that model is trained, for every
-    target."""
+    seed and target."""
     heads = config["supervised"]
     settings = []
     if "single" in heads["settings"]:
-        settings.append(("training", ["single"], EIDS))
+        settings.append(("training", ["single"], SINGLE_EIDS))
     if "pretrained" in heads["settings"]:
-        pretrained = [f"pretrain-{n}" for n in config["multisession"]["pretrain_sizes"]]
+        pretrained = [f"pretrain-{n}" for n in PRETRAIN_SIZES]
         settings.append(("multisession", pretrained, HELDOUT))
     paths = []
     for backbone in BACKBONES:
@@ -184,6 +223,7 @@ def supervised_heads(pattern):
                 scheme=[s for s in heads["schemes"].get(backbone, []) if s in trained],
                 setting=names,
                 eid=eids,
+                seed=SEEDS,
                 target=heads["targets"],
             )
     return paths

@@ -1,9 +1,11 @@
-# Per (backbone, masking scheme, setting, session): every activity task and behaviour decoder on the test
+# Per (backbone, masking scheme, setting, session, seed): every activity task and behaviour decoder on the test
 # trials of the model of that session; then one table of all of them. Setting "single": trained
 # on the session alone; "pretrain-{n}": pretrained on n other sessions, finetuned on this one.
 
-MODEL_DIR = "results/models/{backbone}/{scheme}/{setting}/{eid}"
-EVAL_DIR = "results/eval/{backbone}/{scheme}/{setting}/{eid}"
+MODEL_DIR = "results/models/{backbone}/{scheme}/{setting}/{eid}/seed-{seed}"
+EVAL_DIR = "results/eval/{backbone}/{scheme}/{setting}/{eid}/seed-{seed}"
+GLM_DIR = "results/eval/glm/smoothing/single/{eid}"
+GLM_SESSIONS = SINGLE_EIDS if config["glm"]["enabled"] else []
 EVAL_PARAMS = [
     "tasks",
     "decoding",
@@ -30,9 +32,9 @@ rule evaluate:
         units=f"{EVAL_DIR}/units.parquet",
         prompts=f"{EVAL_DIR}/prompts.parquet",
     log:
-        "results/logs/eval/{backbone}/{scheme}/{setting}/{eid}.log",
+        "results/logs/eval/{backbone}/{scheme}/{setting}/{eid}/seed-{seed}.log",
     benchmark:
-        "results/benchmarks/eval/{backbone}/{scheme}/{setting}/{eid}.tsv"
+        "results/benchmarks/eval/{backbone}/{scheme}/{setting}/{eid}/seed-{seed}.tsv"
     conda:
         CONDA_ENV
     threads: config["evaluation"]["threads"]
@@ -50,18 +52,20 @@ rule evaluate:
 rule metrics_table:
     input:
         evaluations=trained_models(
-            f"{EVAL_DIR}/metrics.parquet", "training", setting="single", eid=EIDS
+            f"{EVAL_DIR}/metrics.parquet",
+            "training",
+            setting="single",
+            eid=SINGLE_EIDS,
         ),
         evaluations_pretrained=trained_models(
             f"{EVAL_DIR}/metrics.parquet",
             "multisession",
-            setting=[
-                f"pretrain-{n}" for n in config["multisession"]["pretrain_sizes"]
-            ],
+            setting=[f"pretrain-{n}" for n in PRETRAIN_SIZES],
             eid=HELDOUT,
         ),
+        glm=expand(f"{GLM_DIR}/metrics.parquet", eid=GLM_SESSIONS),
         heads=supervised_heads(
-            "results/heads/{backbone}/{scheme}/{setting}/{eid}/{target}/metrics.parquet"
+            "results/heads/{backbone}/{scheme}/{setting}/{eid}/seed-{seed}/{target}/metrics.parquet"
         ),
     output:
         parquet="results/eval/metrics.parquet",
@@ -81,3 +85,29 @@ rule metrics_table:
         code=script_code("metrics_table.py"),
     script:
         "../scripts/metrics_table.py"
+
+
+rule glm_baseline:
+    input:
+        binned="results/sessions/{eid}/binned.parquet",
+    output:
+        metrics=f"{GLM_DIR}/metrics.parquet",
+        csv=f"{GLM_DIR}/metrics.csv",
+        units=f"{GLM_DIR}/units.parquet",
+    log:
+        "results/logs/eval/glm/{eid}.log",
+    benchmark:
+        "results/benchmarks/eval/glm/{eid}.tsv"
+    conda:
+        CONDA_ENV
+    threads: config["evaluation"]["threads"]
+    resources:
+        mem_mb=per_attempt(config["evaluation"]["mem_mb"]),
+        runtime=config["evaluation"]["runtime"],
+    params:
+        evaluation={k: config["evaluation"][k] for k in ("tasks", "max_units", "seed")},
+        glm={k: config["glm"][k] for k in ("kernel_sds", "alphas")},
+        region_level=config["training"]["region_level"],
+        code=script_code("glm_baseline.py"),
+    script:
+        "../scripts/glm_baseline.py"

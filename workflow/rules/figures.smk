@@ -127,6 +127,70 @@ rule finetuned_figure:
         "../scripts/ablation_figure.py"
 
 
+rule comparisons_figure:
+    input:
+        rules.metrics_table.output.parquet,
+    output:
+        png=report(
+            "results/figures/comparisons.png",
+            caption="../report/comparisons.rst",
+            category="0. The paper's comparisons",
+        ),
+        pdf="results/figures/comparisons.pdf",
+        caption="results/figures/comparisons.txt",
+        table=report(
+            "results/figures/comparisons.csv",
+            caption="../report/table.rst",
+            category="0. The paper's comparisons",
+        ),
+    log:
+        "results/logs/figures/comparisons.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    params:
+        code=script_code("comparisons_figure.py"),
+        demo=config["source"] == "demo",
+    script:
+        "../scripts/comparisons_figure.py"
+
+
+rule convergence_figure:
+    input:
+        configs=trained_models(f"{SINGLE}/config.json", "training", eid=SINGLE_EIDS)
+        + trained_models(
+            f"{PRETRAINED}/config.json",
+            "multisession",
+            n=[n for n in PRETRAIN_SIZES if n > 1],
+        )
+        + trained_models(
+            f"{FINETUNED}/config.json", "multisession", n=PRETRAIN_SIZES, eid=HELDOUT
+        ),
+    output:
+        png=report(
+            "results/figures/convergence.png",
+            caption="../report/convergence.rst",
+            category="9. Training",
+        ),
+        pdf="results/figures/convergence.pdf",
+        caption="results/figures/convergence.txt",
+        table=report(
+            "results/figures/convergence.csv",
+            caption="../report/table.rst",
+            category="9. Training",
+        ),
+    log:
+        "results/logs/figures/convergence.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    params:
+        code=script_code("convergence_figure.py"),
+        demo=config["source"] == "demo",
+    script:
+        "../scripts/convergence_figure.py"
+
+
 rule prompt_ablation_figure:
     input:
         rules.metrics_table.output.prompts,
@@ -155,7 +219,7 @@ rule prompt_ablation_figure:
         "../scripts/prompt_ablation_figure.py"
 
 
-RASTER_EID = (HELDOUT or EIDS)[0]
+RASTER_EID = ([e for e in HELDOUT if e in SINGLE_EIDS] or SINGLE_EIDS)[0]
 RASTER_MODELS = {
     "ndt1": ["temporal", "mtm-prompt"]
 }  # MtM against the temporal baseline
@@ -166,8 +230,8 @@ HAS_RASTERS = "ndt1" in BACKBONES and set(RASTER_MODELS["ndt1"]) <= set(
 
 rule raster_figure:
     input:
-        mtm=f"results/eval/ndt1/mtm-prompt/single/{RASTER_EID}/units.parquet",
-        baseline=f"results/eval/ndt1/temporal/single/{RASTER_EID}/units.parquet",
+        mtm=f"results/eval/ndt1/mtm-prompt/single/{RASTER_EID}/seed-{SEEDS[0]}/units.parquet",
+        baseline=f"results/eval/ndt1/temporal/single/{RASTER_EID}/seed-{SEEDS[0]}/units.parquet",
     output:
         png=report(
             "results/figures/rasters.png",
@@ -224,6 +288,8 @@ rule heads_figure:
 
 rule all_figures:
     input:
+        rules.comparisons_figure.output,
+        rules.convergence_figure.output,
         rules.raster_figure.output if HAS_RASTERS else [],
         rules.heads_figure.output if HAS_HEADS else [],
         rules.prompt_ablation_figure.output,

@@ -1,10 +1,12 @@
 # Pretraining on the first n sessions of the pool (every configured session that is not held
-# out), for each n of multisession.pretrain_sizes, then finetuning on each held-out session. A
+# out), for each n of multisession.pretrain_sizes and each seed, then finetuning on each held-out
+# session from the pretrained model of the same seed. For n = 1 that model is the first pool
+# session's single-session model (rule train_single): the same training, not run twice. A
 # finetuned model sits in the same layout as a single-session one (setting pretrain-{n} instead
 # of single), so rule evaluate scores both.
 
-PRETRAINED = "results/models/{backbone}/{scheme}/pretrain-{n}"
-FINETUNED = "results/models/{backbone}/{scheme}/pretrain-{n}/{eid}"
+PRETRAINED = "results/models/{backbone}/{scheme}/pretrain-{n}/seed-{seed}"
+FINETUNED = "results/models/{backbone}/{scheme}/pretrain-{n}/{eid}/seed-{seed}"
 
 
 wildcard_constraints:
@@ -19,9 +21,9 @@ rule pretrain:
         config=f"{PRETRAINED}/config.json",
         log_csv=f"{PRETRAINED}/log.csv",
     log:
-        "results/logs/train/{backbone}/{scheme}/pretrain-{n}.log",
+        "results/logs/train/{backbone}/{scheme}/pretrain-{n}/seed-{seed}.log",
     benchmark:
-        "results/benchmarks/train/{backbone}/{scheme}/pretrain-{n}.tsv"
+        "results/benchmarks/train/{backbone}/{scheme}/pretrain-{n}/seed-{seed}.tsv"
     conda:
         CONDA_ENV
     threads: config["training"]["threads"]
@@ -30,7 +32,9 @@ rule pretrain:
         runtime=config["training"]["runtime"],
         gpu=config["training"]["gpus"],
     params:
-        training=lambda wildcards: multisession_training("pretrain", wildcards.backbone),
+        training=lambda wildcards: multisession_training(
+            "pretrain", wildcards.backbone, wildcards.seed
+        ),
         code=script_code("pretrain.py"),
     script:
         "../scripts/pretrain.py"
@@ -38,17 +42,17 @@ rule pretrain:
 
 rule finetune:
     input:
-        pretrained=f"{PRETRAINED}/config.json",
-        weights=f"{PRETRAINED}/model.safetensors",
+        pretrained=lambda wildcards: f"{pretrained_model(wildcards)}/config.json",
+        weights=lambda wildcards: f"{pretrained_model(wildcards)}/model.safetensors",
         binned="results/sessions/{eid}/binned.parquet",
     output:
         model=f"{FINETUNED}/model.safetensors",
         config=f"{FINETUNED}/config.json",
         log_csv=f"{FINETUNED}/log.csv",
     log:
-        "results/logs/train/{backbone}/{scheme}/pretrain-{n}/{eid}.log",
+        "results/logs/train/{backbone}/{scheme}/pretrain-{n}/{eid}/seed-{seed}.log",
     benchmark:
-        "results/benchmarks/train/{backbone}/{scheme}/pretrain-{n}/{eid}.tsv"
+        "results/benchmarks/train/{backbone}/{scheme}/pretrain-{n}/{eid}/seed-{seed}.tsv"
     conda:
         CONDA_ENV
     threads: config["training"]["threads"]
@@ -57,7 +61,9 @@ rule finetune:
         runtime=config["training"]["runtime"],
         gpu=config["training"]["gpus"],
     params:
-        training=lambda wildcards: multisession_training("finetune", wildcards.backbone),
+        training=lambda wildcards: multisession_training(
+            "finetune", wildcards.backbone, wildcards.seed
+        ),
         code=script_code("finetune.py"),
     script:
         "../scripts/finetune.py"

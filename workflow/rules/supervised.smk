@@ -3,7 +3,7 @@
 # metrics table beside the rate-based decoders'. One job per target, so one failing target reruns
 # alone.
 
-HEAD_DIR = "results/heads/{backbone}/{scheme}/{setting}/{eid}/{target}"
+HEAD_DIR = "results/heads/{backbone}/{scheme}/{setting}/{eid}/seed-{seed}/{target}"
 HEAD_PARAMS = [
     "encoder",
     "epochs",
@@ -11,7 +11,6 @@ HEAD_PARAMS = [
     "lr",
     "encoder_lr",
     "weight_decay",
-    "seed",
 ]
 
 
@@ -30,9 +29,9 @@ rule supervised_head:
         log_csv=f"{HEAD_DIR}/log.csv",
         metrics=f"{HEAD_DIR}/metrics.parquet",
     log:
-        "results/logs/heads/{backbone}/{scheme}/{setting}/{eid}/{target}.log",
+        "results/logs/heads/{backbone}/{scheme}/{setting}/{eid}/seed-{seed}/{target}.log",
     benchmark:
-        "results/benchmarks/heads/{backbone}/{scheme}/{setting}/{eid}/{target}.tsv"
+        "results/benchmarks/heads/{backbone}/{scheme}/{setting}/{eid}/seed-{seed}/{target}.tsv"
     conda:
         CONDA_ENV
     threads: config["supervised"]["threads"]

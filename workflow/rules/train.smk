@@ -1,18 +1,19 @@
-# Per (backbone, masking scheme, session): a model trained on that session alone. An unusable
+# Per (backbone, masking scheme, session, seed): a model trained on that session alone. An unusable
 # session is a successful job whose config.json says why it was skipped (and whose weights file
 # is empty).
 
-SINGLE = "results/models/{backbone}/{scheme}/single/{eid}"
+SINGLE = "results/models/{backbone}/{scheme}/single/{eid}/seed-{seed}"
 # TrainConfig fields, as configured (backbone and scheme come from the wildcards)
 TRAIN_PARAMS = [
     "model",
     "region_level",
     "epochs",
+    "patience",
+    "lr_schedule",
     "batch_size",
     "lr",
     "weight_decay",
     "warmup_fraction",
-    "seed",
     "precision",
     "loss",
     "accumulation",
@@ -31,9 +32,9 @@ rule train_single:
         config=f"{SINGLE}/config.json",
         log_csv=f"{SINGLE}/log.csv",
     log:
-        "results/logs/train/{backbone}/{scheme}/single/{eid}.log",
+        "results/logs/train/{backbone}/{scheme}/single/{eid}/seed-{seed}.log",
     benchmark:
-        "results/benchmarks/train/{backbone}/{scheme}/single/{eid}.tsv"
+        "results/benchmarks/train/{backbone}/{scheme}/single/{eid}/seed-{seed}.tsv"
     conda:
         CONDA_ENV
     threads: config["training"]["threads"]
@@ -42,7 +43,7 @@ rule train_single:
         runtime=config["training"]["runtime"],
         gpu=config["training"]["gpus"],
     params:
-        training=lambda wildcards: backbone_training(wildcards.backbone),
+        training=lambda wildcards: backbone_training(wildcards.backbone, wildcards.seed),
         code=script_code("train_single.py"),
     script:
         "../scripts/train_single.py"
@@ -50,5 +51,5 @@ rule train_single:
 
 rule train_all:
     input:
-        trained_models(f"{SINGLE}/config.json", "training", eid=EIDS),
+        trained_models(f"{SINGLE}/config.json", "training", eid=SINGLE_EIDS),
     localrule: True

@@ -7,4 +7,4 @@ from mtm.evaluate import write_metrics_table
 out = snakemake.output
 inputs = snakemake.input
 evaluations = [*inputs.evaluations, *inputs.evaluations_pretrained]
-write_metrics_table(evaluations, out.parquet, out.csv, out.summary, out.prompts, heads=inputs.heads)
+write_metrics_table(evaluations, out.parquet, out.csv, out.summary, out.prompts, heads=inputs.heads, glm=inputs.glm)

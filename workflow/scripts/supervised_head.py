@@ -14,7 +14,7 @@ finetune_head_checkpoint(
     snakemake.input.binned,
     Path(snakemake.output.metrics).parent,
     snakemake.wildcards.target,
-    HeadConfig(**snakemake.params.head),
+    HeadConfig(**snakemake.params.head, seed=int(snakemake.wildcards.seed)),
     setting=snakemake.wildcards.setting,
     threads=snakemake.threads,
 )
