@@ -254,13 +254,14 @@ def test_outputs_and_sane_numbers(workdir):
     assert config["model_class"] == "NDT2" and config["model_config"]["patch_size"] == 8
     assert config["metadata"]["stop_reason"] == "epoch cap (2)" and not config["metadata"]["converged"]
     metrics = pd.read_csv(workdir / "results/eval/metrics.csv")
-    # (3 models x 3 sessions + 2 finetuned models) x (4 activity tasks x 7 metrics + 4 behaviour targets x 2),
+    # (3 models x 3 sessions + 2 finetuned models) x (4 activity tasks x 7 metrics + 2 behaviour targets x 2),
     # a supervised head's row for each of 2 models x 3 sessions, and the GLM's 3 tasks x 9 values
     # (7 metrics, its smoothing width and penalty) on each of 3 sessions
-    assert len(metrics) == (3 * 3 + 2) * (4 * 7 + 4 * 2) + 2 * 3 + 3 * 3 * 9
+    assert len(metrics) == (3 * 3 + 2) * (4 * 7 + 2 * 2) + 2 * 3 + 3 * 3 * 9
     assert set(metrics["seed"]) == {0}
     glm = metrics[(metrics["model"] == "glm/smoothing/single") & (metrics["metric"] == "bps")]
-    assert len(glm) == 3 * 3 and (glm["value"] > 0).all()
+    # the GLM from 23 other units beats each unit's mean rate; a region's few units may not
+    assert len(glm) == 3 * 3 and (glm[glm["task"] == "co-smoothing"]["value"] > 0).all()
     heads = metrics[metrics["metric"] == "head_r2"]
     assert set(heads["model"]) == {"ndt1/temporal/single", "ndt1/mtm-prompt/single"} and len(heads) == 6
     # R² of 2-epoch encoders and 5-epoch heads: finite; test_supervised holds heads to chance
@@ -268,13 +269,12 @@ def test_outputs_and_sane_numbers(workdir):
     assert np.isfinite(heads["value"]).all()
     assert set(metrics["backbone"]) == {"ndt1", "ndt2", "glm"}
     assert set(metrics[metrics["setting"] == "pretrain-2"]["eid"]) == {"824cf03d-4012-4ab1-b499-c83a92c5589e"}
-    # block may not be decodable in 150 trials (too few 0.2/0.8 trials); it is NaN, not an error
-    assert np.isfinite(metrics[metrics["task"] != "block"]["value"]).all()
+    assert np.isfinite(metrics["value"]).all()
     bps = metrics[metrics["metric"] == "bps"].set_index(["model", "eid", "task"])["value"]
     oracle = metrics[metrics["metric"] == "oracle_bps"].set_index(["model", "eid", "task"])["value"]
     assert (oracle > 0.05).all() and (bps < oracle).all()
     summary = pd.read_csv(workdir / "results/eval/summary.csv")
-    counted = summary[summary["task"] != "block"].groupby("setting")["n_sessions"]  # sessions with a value
+    counted = summary.groupby("setting")["n_sessions"]
     assert counted.unique().to_dict() == {"pretrain-2": [1], "single": [3]}
 
 
