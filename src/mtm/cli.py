@@ -8,6 +8,12 @@ session token, finetuning as the model was trained (its scheme, size and optimis
 with --epochs and --trainable to change), then every evaluation task on the session's test
 trials. Writes the model into --out and the metrics into --out/eval/, and prints bits/spike,
 accuracy and R2 per task.
+
+    mtm import-authors their_model.safetensors --n-heads 8 --out my_model/ \
+                       --session EID=N_UNITS [--session ...] [--target-eids target_eids.txt]
+
+converts an NDT1 state_dict of the MtM authors' code (mtm.authors) into our checkpoint, which
+`mtm finetune` and the workflow's evaluation read like any other.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mtm.authors import AuthorsWeightsError, import_authors_ndt1, read_state_dict, save_imported
 from mtm.checkpoint import read_config
 from mtm.evaluate import EvalConfig, evaluate_checkpoint
 from mtm.runtime import keep_freed_memory
@@ -54,6 +61,31 @@ def finetune(args: argparse.Namespace) -> pd.DataFrame:
     return table[table["metric"].isin(SHOWN_METRICS)].pivot_table(index="task", columns="metric", values="value")
 
 
+def import_authors(args: argparse.Namespace) -> str:
+    sessions = {}
+    for item in args.session:
+        eid, _, n_units = item.partition("=")
+        if not n_units.isdigit():
+            raise SystemExit(f"--session {item!r}: expected EID=N_UNITS")
+        sessions[eid] = int(n_units)
+    rows = None
+    if args.target_eids is not None:
+        listed = [line.strip() for line in args.target_eids.read_text().splitlines() if line.strip()]
+        rows = {eid: i for i, eid in enumerate(listed)}
+        unlisted = sorted(set(sessions) - set(rows))
+        if unlisted:
+            raise SystemExit(f"{args.target_eids}: does not list {unlisted}; their session rows follow that file")
+    try:
+        model = import_authors_ndt1(
+            read_state_dict(args.weights), sessions, n_heads=args.n_heads, session_rows=rows,
+            causal_context_sees_bins=args.authors_causal_context,
+        )  # fmt: skip
+    except AuthorsWeightsError as error:
+        raise SystemExit(f"{args.weights}: {error}") from error
+    save_imported(model, args.out, args.weights)
+    return f"{args.weights} -> {args.out}: NDT1, {model.config.n_layers} layers of {model.config.hidden}, sessions {sessions}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mtm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -66,8 +98,20 @@ def main(argv: list[str] | None = None) -> None:
     tune.add_argument("--max-units", type=int, help="evaluate a seeded subset of units (default: all)")
     tune.add_argument("--threads", type=int, help="torch CPU threads")
     tune.add_argument("--device", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    imports = commands.add_parser("import-authors", help="the MtM authors' NDT1 weights as our checkpoint")
+    imports.add_argument("weights", type=Path, help="their state_dict: .safetensors, or .pt (loaded with weights_only)")
+    imports.add_argument("--out", type=Path, required=True, help="folder for model.safetensors and config.json")
+    imports.add_argument("--n-heads", type=int, required=True, help="attention heads (their configs: 8)")
+    imports.add_argument("--session", action="append", required=True, metavar="EID=N_UNITS",
+                         help="a session and its unit count, in model order; once per session")  # fmt: skip
+    imports.add_argument("--target-eids", type=Path, help="their target eid list: a session's row of their session embedding")
+    imports.add_argument("--authors-causal-context", action="store_true",
+                         help="their causal attention, in which the context tokens see every bin (to reproduce their outputs)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "import-authors":
+        print(import_authors(args), file=sys.stdout)
+        return
     keep_freed_memory()
     summary = finetune(args)
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"), file=sys.stdout)

@@ -13,7 +13,8 @@ model. A few context tokens go in front of the time tokens:
 The session token says which recording the batch comes from, the prompt token which MtM
 masking scheme hid the input (`mtm.masking.MTM_SCHEMES` order). Context tokens see each other
 and every time token sees them; under a causal mask a time token sees no later bin, and the
-context tokens see no time token at all (else they would carry the future back to the past).
+context tokens see no time token at all (else they would carry the future back to the past;
+the authors' code lets them, and `causal_context_sees_bins` reproduces that for their weights).
 
 Training: the caller passes raw counts and a `mtm.masking.Mask`; the forward pass zeroes the
 hidden entries and scores the target entries with the Poisson negative log-likelihood.
@@ -56,6 +57,9 @@ class NDT1Config:
     use_prompt: bool = False  # a learned prompt token per MtM scheme
     use_session: bool = True  # a learned token per session
     loss: str = "mean"  # "mean": Poisson NLL per scored entry; "sum": summed (the authors' loss)
+    # under causal attention, the context tokens attend to every bin as in the authors' code, so
+    # the future reaches earlier bins through them; only to reproduce their models exactly
+    causal_context_sees_bins: bool = False
 
     def __post_init__(self):
         check_config(self)
@@ -103,9 +107,12 @@ class NDT1(Backbone):
         self.ln_final = nn.LayerNorm(c.hidden)
 
         L = c.n_context + c.n_bins
-        # causal: query i sees key j if j is a context token or j <= i (context rows: context only)
+        # causal: query i sees key j if j is a context token or j <= i (context rows: context
+        # only, unless causal_context_sees_bins)
         i = torch.arange(L)
         allowed = (i[None, :] <= i[:, None]) | (i[None, :] < c.n_context)  # (L queries, L keys)
+        if c.causal_context_sees_bins:
+            allowed |= i[:, None] < c.n_context
         self.register_buffer("causal_allowed", allowed, persistent=False)
         if c.position == "rope":
             # the context tokens take positions 0..n_context-1; bins follow, so bin t sits at
