@@ -1,5 +1,6 @@
 """Evaluation of a trained model on a demo session: the table, its sanity, determinism, bf16, files."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -179,3 +180,19 @@ def test_a_model_of_another_session_is_refused(trained, binned, tmp_path):
     with pytest.raises(ValueError, match="was trained on 00000000"):
         evaluate_checkpoint(moved, binned["usable"], tmp_path / "c", QUICK, setting="single")
     assert not (tmp_path / "c").exists()
+
+
+def test_block_is_decoded_from_a_model_that_sees_only_the_pre_stimulus_bins(trained, session, monkeypatch):
+    """`block`: the model runs on the bins before stimulus onset alone (the demo's window starts
+    0.5 s before it: 25 bins of 20 ms), so neither the stimulus nor the choice reaches its
+    features; `block-whole-trial` runs it on every bin."""
+    model = trained[1]
+    seen, forward = [], model.forward
+    monkeypatch.setattr(model, "forward", lambda counts, **kw: (seen.append(counts.shape[1]), forward(counts, **kw))[1])
+    config = EvalConfig(tasks=(), decoding=("block", "block-whole-trial"), max_units=24)
+    table = evaluate_model(model, session, config, labels=LABELS).metrics
+    assert session.pre_event_bins == 25 and set(seen) == {25, session.shape[1]}
+    assert set(table["task"]) == {"block", "block-whole-trial"}
+    no_pre = dataclasses.replace(session, meta={**session.meta, "binning": {**session.meta["binning"], "window": [0.0, 2.0]}})
+    with pytest.raises(ValueError, match=rf"session {session.eid}: 'block' is decoded from the bins before stimOn_times"):
+        evaluate_model(model, no_pre, config, labels=LABELS)

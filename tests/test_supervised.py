@@ -193,3 +193,16 @@ def test_encode_gives_one_latent_per_bin_from_the_same_pass_as_the_rates(backbon
     changed = counts.clone()
     changed[:, -1] += 3
     assert not torch.allclose(model.encode(changed, session="s")[:, 0], latents[:, 0])
+
+
+def test_the_block_head_reads_only_the_pre_stimulus_bins(model_dir, session):
+    """As the rate decoders: the encoder runs on the bins before stimulus onset for `block`, on
+    every bin for `block-whole-trial`; the head's input is those bins' latents."""
+    model = load_pretrained(model_dir)
+    hidden, n_bins = model.config.hidden, session.shape[1]
+    widths = {
+        target: finetune_head(model, session, target, HeadConfig(epochs=1)).weights["head.weight"].shape[1]
+        for target in ("block", "block-whole-trial")
+    }
+    assert widths == {"block": session.pre_event_bins * hidden, "block-whole-trial": n_bins * hidden}
+    assert 0 < session.pre_event_bins < n_bins

@@ -6,7 +6,9 @@ to one behaviour of that trial:
     target                  decoder                                        metric
     choice                  L2 logistic regression, -1 vs +1               accuracy
     block                   L2 logistic regression, probabilityLeft        accuracy
-                            0.2 vs 0.8 (0.5 trials dropped)
+                            0.2 vs 0.8 (0.5 trials dropped), from the
+                            bins before the alignment event only
+    block-whole-trial       as block, from every bin of the trial          accuracy
     wheel-speed             multi-output ridge, one output per time bin    R² over test trials x bins
     whisker-motion-energy   as wheel-speed
 
@@ -26,6 +28,13 @@ the same test trials:
 
     accuracy  always predict the majority class of the fit trials (ties: the smaller label)
     R²        predict every test trial as the per-bin mean of the fit trials
+
+Block from the pre-stimulus bins. IBL's analyses of the block prior (the brain-wide map's)
+decode it from a window that ends before stimulus onset, where neither the stimulus nor the
+choice can inform the decoder; over the whole trial a decoder can read the block from the
+choice it biases. So `block` features come from a model run on the bins before the alignment
+event (stimulus onset in the default binning) alone: `input_bins` says how many a target's
+model input keeps. `block-whole-trial` is the whole-trial variant.
 
 Trials a target cannot use are dropped from both fit and test trials: block 0.5 trials (the
 unbiased start of a session) for block, trials with any non-finite bin for the regressions. A
@@ -55,8 +64,10 @@ from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 
 logger = logging.getLogger(__name__)
 
-DECODING_TARGETS = ("choice", "block", "wheel-speed", "whisker-motion-energy")
-CLASSIFICATION_TARGETS = ("choice", "block")
+DECODING_TARGETS = ("choice", "block", "block-whole-trial", "wheel-speed", "whisker-motion-energy")
+CLASSIFICATION_TARGETS = ("choice", "block", "block-whole-trial")
+PRE_EVENT_TARGETS = ("block",)  # decoded from the bins before the alignment event
+TRIAL_COLUMN = {"block-whole-trial": "block"}  # a classification target's trials column, where not its name
 C_GRID = np.logspace(-4, 4, 9)
 ALPHA_GRID = np.logspace(-1, 5, 7)
 N_FOLDS = 4
@@ -85,6 +96,22 @@ class DecodingResult:
     chance: float
     n_train: int
     n_test: int
+
+
+def input_bins(target: str, session) -> int | None:
+    """How many leading bins of a trial the model sees to make `target`'s features: the bins
+    before the alignment event for PRE_EVENT_TARGETS, None (every bin) otherwise. `session`: a
+    mtm.session.SessionHeader. ValueError when the binning window starts at or after the event."""
+    if target not in PRE_EVENT_TARGETS:
+        return None
+    if session.pre_event_bins == 0:
+        binning = session.meta["binning"]
+        raise ValueError(
+            f"session {session.eid}: {target!r} is decoded from the bins before {binning['align_event']}, "
+            f"and the binning window {binning['window']} has none; decode 'block-whole-trial' instead, "
+            "or start binning.window before the event"
+        )
+    return session.pre_event_bins
 
 
 def decode_behaviour(
@@ -128,8 +155,8 @@ def _check_inputs(features, trials, behaviour, targets) -> None:
     n = features.shape[0]
     if len(trials) != n:
         raise ValueError(f"features have {n} rows (trials) but the trials table has {len(trials)}")
-    needed = ["split"] + [t for t in targets if t in CLASSIFICATION_TARGETS]
-    missing = [c for c in needed if c not in trials.columns]
+    needed = ["split"] + [TRIAL_COLUMN.get(t, t) for t in targets if t in CLASSIFICATION_TARGETS]
+    missing = [c for c in dict.fromkeys(needed) if c not in trials.columns]
     if missing:
         raise ValueError(f"trials table lacks column(s) {missing}")
     bad_splits = sorted(set(trials["split"]) - {"train", "val", "test"})
@@ -157,7 +184,7 @@ def target_values(
     if target == "choice":
         y = trials["choice"].to_numpy()
         return y, np.ones(len(y), dtype=bool)
-    if target == "block":
+    if target in ("block", "block-whole-trial"):
         p_left = trials["block"].to_numpy(dtype=np.float64)
         # 1: left-biased block (probabilityLeft 0.8), 0: right-biased (0.2).
         return (p_left > 0.5).astype(np.int8), np.isfinite(p_left) & ~np.isclose(p_left, 0.5)

@@ -37,7 +37,7 @@ import torch
 from mtm import heldout, metrics
 from mtm.checkpoint import load_pretrained, read_config
 from mtm.data import REGION_LEVELS, UNKNOWN_REGION
-from mtm.decoding import DECODING_TARGETS, decode_behaviour
+from mtm.decoding import DECODING_TARGETS, decode_behaviour, input_bins
 from mtm.io import write_parquet, write_text
 from mtm.masking import MTM_SCHEMES
 from mtm.runtime import num_threads
@@ -55,7 +55,8 @@ UNIT_COLUMNS = (
     "psth_observed", "psth_predicted",
 )  # fmt: skip
 # the prompts of the paper's tables: choice under the neuron prompt, whisker energy under the causal one
-DECODING_PROMPTS = {"choice": "neuron", "block": "neuron", "wheel-speed": "causal", "whisker-motion-energy": "causal"}
+DECODING_PROMPTS = {"choice": "neuron", "block": "neuron", "block-whole-trial": "neuron", "wheel-speed": "causal",
+                    "whisker-motion-energy": "causal"}  # fmt: skip
 NO_PROMPT = "none"
 
 
@@ -270,16 +271,17 @@ def score_rates(
 
 def _decode(model, session: SessionData, config: EvalConfig, prompts: dict[str, str | None]) -> dict:
     """Decoding results per target of `prompts` (target -> the prompt of its features, None
-    for a model without prompts); the log rates of every trial are computed once per prompt."""
-    by_prompt: dict[str | None, list[str]] = {}
+    for a model without prompts); the log rates of every trial are computed once per prompt and
+    model input (all bins, or the pre-event bins: decoding.input_bins)."""
+    by_input: dict[tuple[str | None, int | None], list[str]] = {}
     for target, prompt in prompts.items():
-        by_prompt.setdefault(prompt, []).append(target)
+        by_input.setdefault((prompt, input_bins(target, session)), []).append(target)
     behaviour = {"wheel-speed": session.wheel_speed, "whisker-motion-energy": session.whisker_motion_energy}
     inputs = torch.from_numpy(session.counts.astype(np.float32))
     results = {}
-    for prompt, targets in by_prompt.items():
+    for (prompt, n_bins), targets in by_input.items():
         predict = model_predictor(model, session=session.eid, prompt=prompt, precision=config.precision)
-        log_rates = torch.cat([predict(batch, False) for batch in inputs.split(config.batch_size)]).numpy()
+        log_rates = torch.cat([predict(batch[:, :n_bins], False) for batch in inputs.split(config.batch_size)]).numpy()
         features = log_rates.reshape(len(log_rates), -1)
         for result in decode_behaviour(features, session.trials, behaviour, targets=targets, seed=config.seed):
             results[result.target] = result

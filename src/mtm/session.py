@@ -75,6 +75,13 @@ class SessionHeader:
         return float(self.meta["binning"]["bin_size"])
 
     @property
+    def pre_event_bins(self) -> int:
+        """Bins that end at or before the alignment event (the window's start is negative)."""
+        binning = self.meta["binning"]
+        before = -float(binning["window"][0]) / self.bin_size
+        return int(min(max(np.floor(before + 1e-9), 0), int(binning["n_bins"])))
+
+    @property
     def split(self) -> np.ndarray:
         return self.trials["split"].to_numpy()
 

@@ -3,10 +3,12 @@ protocol (the authors' configs/trainer_sl_*), beside the rate-based decoders of 
 
 For one target of one session, a linear head maps the latents of all bins of a trial, flattened
 (n_bins x hidden, from `Backbone.encode` on the unmasked input, under the target's prompt for a
-prompted model, as the rate decoders use), to the target:
+prompted model, as the rate decoders use), to the target; for `block` the encoder sees, and the
+head reads, only the bins before the alignment event (mtm.decoding.input_bins):
 
     target                  head output                      loss                metric
-    choice, block           one logit (-1/+1; 0.2/0.8 block) binary cross-entropy accuracy
+    choice, block,          one logit (-1/+1; 0.2/0.8 block) binary cross-entropy accuracy
+    block-whole-trial
     wheel-speed,            one value per bin: the target    mean squared error  R² over test
     whisker-motion-energy   less the train trials' mean of                       trials x bins
                             the bin, over their residual std
@@ -45,7 +47,15 @@ import torch
 from torch import nn
 
 from mtm.checkpoint import clear_state, load_pretrained, load_state, read_config, save_state, write_weights
-from mtm.decoding import CLASSIFICATION_TARGETS, DECODING_TARGETS, chance_level, flat_r2, not_decodable, target_values
+from mtm.decoding import (
+    CLASSIFICATION_TARGETS,
+    DECODING_TARGETS,
+    chance_level,
+    flat_r2,
+    input_bins,
+    not_decodable,
+    target_values,
+)
 from mtm.evaluate import DECODING_PROMPTS, METRIC_COLUMNS, NO_PROMPT, ModelLabels, empty_table, load_model_session
 from mtm.io import write_json, write_parquet, write_text
 from mtm.masking import MTM_SCHEMES
@@ -60,7 +70,7 @@ ENCODER_MODES = ("frozen", "full", "gradual")
 HEAD_METRICS = {"accuracy": "head_accuracy", "r2": "head_r2"}  # metric names in the metrics table
 STATE_DIR = "state"
 LOG_COLUMNS = ["epoch", "train_loss", "val_loss", "val_score"]
-WEIGHT_DECAY = {"choice": 1.0, "block": 1.0, "wheel-speed": 0.1, "whisker-motion-energy": 0.1}
+WEIGHT_DECAY = {"choice": 1.0, "block": 1.0, "block-whole-trial": 1.0, "wheel-speed": 0.1, "whisker-motion-energy": 0.1}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,12 +192,14 @@ class _Run:
         self.counts = torch.from_numpy(session.counts.astype(np.float32))
         n_bins = self.counts.shape[1]
         out = 1 if targets.classify else n_bins
+        # the encoder sees the bins the target's decoders see (block: before the event only)
+        self.input_bins = input_bins(target, session) or n_bins
         self.generator = torch.Generator().manual_seed(derive_seed(config.seed, session.eid, target))
         torch.manual_seed(derive_seed(config.seed, session.eid, target, "dropout"))  # the encoder's, when it trains
         # zeros: the head starts at the prior (logit 0; the train trials' mean per bin) and only
         # moves away from it where the latents help; random weights on thousands of latents
         # start far below chance
-        self.head = nn.Linear(n_bins * model.config.hidden, out).to(device)
+        self.head = nn.Linear(self.input_bins * model.config.hidden, out).to(device)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         self.stages = encoder_stages(model)
@@ -205,14 +217,15 @@ class _Run:
         self.history: list[dict[str, float]] = []
 
     def _latents(self, trials: np.ndarray, *, train: bool = False) -> torch.Tensor:
-        """(len(trials), n_bins * hidden) latents; in eval mode without gradients unless `train`."""
+        """(len(trials), input_bins * hidden) latents; in eval mode without gradients unless `train`."""
+        counts = self.counts[:, : self.input_bins]
         if train:
             self.model.train()
-            return self.model.encode(self.counts[trials].to(self.device), prompt=self.prompt, session=self.session.eid).flatten(1)
+            return self.model.encode(counts[trials].to(self.device), prompt=self.prompt, session=self.session.eid).flatten(1)
         self.model.eval()
         with torch.inference_mode():
             parts = [
-                self.model.encode(self.counts[chunk].to(self.device), prompt=self.prompt, session=self.session.eid)
+                self.model.encode(counts[chunk].to(self.device), prompt=self.prompt, session=self.session.eid)
                 for chunk in torch.from_numpy(trials).split(64)
             ]
         return torch.cat(parts).flatten(1).clone()  # a normal tensor: the head's backward may save it

@@ -29,7 +29,8 @@ from mtm.figures.output import (
 from mtm.io import write_text
 
 ACTIVITY_TASKS = ("co-smoothing", "forward-prediction", "intra-region", "inter-region")
-BEHAVIOUR_METRICS = {"choice": "accuracy", "block": "accuracy", "wheel-speed": "r2", "whisker-motion-energy": "r2"}
+BEHAVIOUR_METRICS = {"choice": "accuracy", "block": "accuracy", "block-whole-trial": "accuracy", "wheel-speed": "r2",
+                     "whisker-motion-energy": "r2"}  # fmt: skip
 ORACLE, CHANCE, GLM = "oracle", "chance", "glm"
 REFERENCE_LABELS = {GLM: "smoothing + GLM", ORACLE: "oracle", CHANCE: "chance"}
 TABLE_COLUMNS = ("backbone", "row", "task", "metric", "mean", "sem", "n_sessions")
@@ -94,7 +95,7 @@ def plot_ablation(
         f"{what}; cells are means over up to {n_sessions} sessions of the test trials' "
         "bits/spike for the four activity tasks (co-smoothing with the neuron prompt, forward prediction of the "
         "last 200 ms with causal attention, intra- and inter-region prediction), and of the accuracy (choice, "
-        "block prior) or R² (wheel speed, whisker motion energy; per bin over test trials) of a decoder fitted "
+        "block prior, from the pre-stimulus bins or the whole trial) or R² (wheel speed, whisker motion energy; per bin over test trials) of a decoder fitted "
         "on the predicted rates of the train and validation trials. Grey rows: the bits/spike of the true "
         "rates (oracle; synthetic data only) and the decoders' chance level. Colour ranks the schemes within "
         f"each column, the best in bold. Numbers: {table_csv.name}."

@@ -34,7 +34,8 @@ TASK_LABELS = {
     "intra-region": "intra-region",
     "inter-region": "inter-region",
     "choice": "choice",
-    "block": "block prior",
+    "block": "block prior (pre-stimulus)",
+    "block-whole-trial": "block prior (whole trial)",
     "wheel-speed": "wheel speed",
     "whisker-motion-energy": "whisker motion energy",
 }
