@@ -13,6 +13,7 @@ from mtm.figures.ablation import ablation_table, plot_ablation
 from mtm.figures.comparisons import comparison_table, plot_comparisons
 from mtm.figures.convergence import plot_convergence, read_runs
 from mtm.figures.mtm_vs_baseline import paired_sessions, plot_mtm_vs_baseline
+from mtm.figures.output import new_figure, task_axes
 from mtm.figures.prompts import plot_prompt_ablation, prompt_table
 from mtm.figures.scaling import plot_scaling, pretrain_size, scaling_table
 from mtm.masking import MTM_SCHEMES
@@ -296,3 +297,14 @@ def test_convergence_figure_reads_every_run_and_how_it_stopped(tmp_path):
                      table_csv=tmp_path / "v.csv", demo=False)  # fmt: skip
     text = (tmp_path / "v.txt").read_text()
     assert "trained on one session alone, NDT1 MtM (prompted): 1/2 converged, 12-20 epochs (cap 20)" in text
+
+
+def test_task_panels_give_every_task_its_own_axes():
+    """Activity tasks in one row, the five behaviour targets in the next: nine panels, the
+    fifth cell of the first row hidden (a fixed 2 x 4 grid silently dropped a target)."""
+    fig = new_figure(10, 5)
+    rows = [["co-smoothing", "forward-prediction", "intra-region", "inter-region"],
+            ["choice", "block", "block-whole-trial", "wheel-speed", "whisker-motion-energy"]]  # fmt: skip
+    panels = task_axes(fig, rows)
+    assert list(panels) == rows[0] + rows[1] and len({id(ax) for ax in panels.values()}) == 9
+    assert [ax.get_visible() for ax in fig.axes].count(False) == 1

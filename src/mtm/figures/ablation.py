@@ -21,9 +21,9 @@ from mtm.figures.output import (
     BACKBONE_LABELS,
     SCHEME_LABELS,
     SCHEME_ORDER,
-    TASK_LABELS,
     new_figure,
     save_figure,
+    tick_label,
     title,
 )
 from mtm.io import write_text
@@ -172,7 +172,7 @@ def heatmap(ax, table: pd.DataFrame, backbone: str, schemes: list[str], labels: 
             ax.text(c, r, "n/a" if np.isnan(v) else f"{v:.3f}", ha="center", va="center", fontsize=9,
                     color="white" if dark else "black",
                     fontweight="bold" if r == best[c] and np.isfinite(v) and r < len(schemes) else "normal")  # fmt: skip
-    ax.set_xticks(range(len(tasks)), [TASK_LABELS.get(t, t) for t in tasks], fontsize=9)
+    ax.set_xticks(range(len(tasks)), [tick_label(t) for t in tasks], fontsize=9)
     ax.xaxis.tick_top()
     shown = labels if show_rows else [""] * len(labels)
     ax.set_yticks(range(len(rows)), [*shown, *(REFERENCE_LABELS[r] if show_rows else "" for r in reference_rows)],

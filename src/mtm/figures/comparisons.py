@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from mtm.figures.ablation import ACTIVITY_TASKS, BEHAVIOUR_METRICS
-from mtm.figures.output import BACKBONE_LABELS, BASELINES, SCHEME_LABELS, TASK_LABELS, new_figure, save_figure, title
+from mtm.figures.output import BACKBONE_LABELS, BASELINES, SCHEME_LABELS, new_figure, save_figure, tick_label, title
 from mtm.io import write_text
 from mtm.stats import CONFIDENCE, paired_difference
 
@@ -189,7 +189,7 @@ def plot_comparisons(metrics_path: Path, *, png: Path, pdf: Path, caption: Path,
 def _draw_differences(ax, table: pd.DataFrame, dots: pd.DataFrame, tasks: list[str]) -> None:
     ax.axhline(0.0, color="0.6", linewidth=1, zorder=0)
     ax.spines[["top", "right"]].set_visible(False)
-    ax.set_xticks(range(len(tasks)), [TASK_LABELS.get(t, t) for t in tasks], fontsize=8)
+    ax.set_xticks(range(len(tasks)), [tick_label(t) for t in tasks], fontsize=8)
     ax.set_xlim(-0.6, max(len(tasks), 1) - 0.4)
     for x, task in enumerate(tasks):
         values = dots.loc[dots["task"] == task, "difference"].to_numpy()

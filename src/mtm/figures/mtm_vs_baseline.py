@@ -21,6 +21,7 @@ from mtm.figures.output import (
     TASK_LABELS,
     new_figure,
     save_figure,
+    task_axes,
     title,
 )
 
@@ -50,10 +51,9 @@ def paired_sessions(metrics: pd.DataFrame, *, setting: str = "single") -> pd.Dat
 def plot_mtm_vs_baseline(metrics_path: Path, *, png: Path, pdf: Path, caption: Path, demo: bool) -> None:
     """Draw the per-session comparison from the metrics table; write png, pdf and caption."""
     pairs = paired_sessions(pd.read_parquet(metrics_path))
-    tasks = list(TASK_METRICS)
-    fig = new_figure(14.0, 7.6)
-    axes = fig.subplots(2, 4)
-    for ax, task in zip(axes.flat, tasks):
+    fig = new_figure(3.5 * max(len(ACTIVITY_TASKS), len(BEHAVIOUR_METRICS)), 7.6)
+    panels = task_axes(fig, [list(ACTIVITY_TASKS), list(BEHAVIOUR_METRICS)])
+    for task, ax in panels.items():
         here = pairs[pairs["task"] == task]
         ax.set_title(TASK_LABELS.get(task, task), fontweight="bold", fontsize=10)
         metric = METRIC_LABELS.get(TASK_METRICS[task], TASK_METRICS[task])
@@ -77,8 +77,8 @@ def plot_mtm_vs_baseline(metrics_path: Path, *, png: Path, pdf: Path, caption: P
         ax.set_ylim(lo - pad, hi + pad)
         ax.set_aspect("equal")
         ax.text(0.03, 0.97, "\n".join(notes), transform=ax.transAxes, va="top", fontsize=8)
-    handles = [h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]]
-    labels = [lab for ax in axes.flat for lab in ax.get_legend_handles_labels()[1]]
+    handles = [h for ax in panels.values() for h in ax.get_legend_handles_labels()[0]]
+    labels = [lab for ax in panels.values() for lab in ax.get_legend_handles_labels()[1]]
     unique = dict(zip(labels, handles))
     if unique:
         fig.legend(unique.values(), unique.keys(), loc="outside lower center", ncol=len(unique), frameon=False)

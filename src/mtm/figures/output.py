@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -39,6 +40,26 @@ TASK_LABELS = {
     "wheel-speed": "wheel speed",
     "whisker-motion-energy": "whisker motion energy",
 }
+
+
+def task_axes(fig: Figure, rows: list[list[str]]) -> dict:
+    """One panel per task, a row of the grid per list in `rows` (e.g. activity tasks, then
+    behaviour targets), as wide as the longest row; cells past a shorter row's end are hidden."""
+    n_cols = max(len(row) for row in rows)
+    grid = fig.subplots(len(rows), n_cols, squeeze=False)
+    axes = {}
+    for row, tasks in enumerate(rows):
+        for col in range(n_cols):
+            if col < len(tasks):
+                axes[tasks[col]] = grid[row, col]
+            else:
+                grid[row, col].set_visible(False)
+    return axes
+
+
+def tick_label(task: str) -> str:
+    """A task's label wrapped for a column of a panel with several tasks side by side."""
+    return textwrap.fill(TASK_LABELS.get(task, task), 14)
 METRIC_LABELS = {"bps": "bits/spike", "accuracy": "accuracy", "r2": "R²"}
 
 

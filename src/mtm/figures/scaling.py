@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mtm.figures.ablation import ACTIVITY_TASKS, BEHAVIOUR_METRICS
 from mtm.figures.mtm_vs_baseline import COLOURS, MTM, TASK_METRICS
 from mtm.figures.output import (
     BACKBONE_LABELS,
@@ -21,6 +22,7 @@ from mtm.figures.output import (
     TASK_LABELS,
     new_figure,
     save_figure,
+    task_axes,
     title,
 )
 
@@ -63,10 +65,10 @@ def plot_scaling(metrics_path: Path, *, png: Path, pdf: Path, caption: Path, dem
     table = scaling_table(pd.read_parquet(metrics_path))
     sizes = sorted(set(table["n_pretrain"]))
     x_of = {n: i for i, n in enumerate(sizes)}
-    fig = new_figure(14.0, 7.6)
-    axes = fig.subplots(2, 4)
+    fig = new_figure(3.5 * max(len(ACTIVITY_TASKS), len(BEHAVIOUR_METRICS)), 7.6)
+    panels = task_axes(fig, [list(ACTIVITY_TASKS), list(BEHAVIOUR_METRICS)])
     curves = table[table["scheme"] != "reference"]
-    for ax, task in zip(axes.flat, TASK_METRICS):
+    for task, ax in panels.items():
         ax.set_title(TASK_LABELS.get(task, task), fontweight="bold", fontsize=10)
         ax.set_ylabel(METRIC_LABELS.get(TASK_METRICS[task], TASK_METRICS[task]), fontsize=9)
         ax.set_xticks(range(len(sizes)), ["alone" if n == 0 else str(n) for n in sizes])
@@ -85,7 +87,7 @@ def plot_scaling(metrics_path: Path, *, png: Path, pdf: Path, caption: Path, dem
                         marker="o" if scheme == MTM else "s", markersize=4, capsize=2, linewidth=1.4,
                         label=f"{BACKBONE_LABELS.get(backbone, backbone)} {SCHEME_LABELS.get(scheme, scheme)}")  # fmt: skip
     labels = {}
-    for ax in axes.flat:
+    for ax in panels.values():
         for handle, label in zip(*ax.get_legend_handles_labels()):
             labels.setdefault(label, handle)
     if labels:
