@@ -24,7 +24,7 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-## test-science: the paper's claims, held on small models trained to convergence (minutes; CI runs it)
+## test-science: the claims, held on small models trained long enough to make them (minutes; CI runs it)
 test-science: setup
 	$(BIN)/python -m pytest -q -m science
 

@@ -62,6 +62,7 @@ def state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.science
 def test_frozen_encoder_stays_bit_identical_and_its_heads_beat_chance(model_dir, session):
     torch.set_num_threads(1)
     model = load_pretrained(model_dir)
@@ -77,6 +78,7 @@ def test_frozen_encoder_stays_bit_identical_and_its_heads_beat_chance(model_dir,
         assert result.n_train > result.n_val > 0 and result.n_test > 0
 
 
+@pytest.mark.science
 def test_trained_encoder_heads_beat_chance(model_dir, session):
     """The encoder trained with the head (gradual unfreezing is covered by its schedule's test
     and the resume test)."""
@@ -197,12 +199,19 @@ def test_encode_gives_one_latent_per_bin_from_the_same_pass_as_the_rates(backbon
 
 def test_the_block_head_reads_only_the_pre_stimulus_bins(model_dir, session):
     """As the rate decoders: the encoder runs on the bins before stimulus onset for `block`, on
-    every bin for `block-whole-trial`; the head's input is those bins' latents."""
+    every bin for `block-whole-trial`; the head's input is those bins' latents. A frozen encoder
+    stays bit-identical; a trained one changes from the bottom block up, never its readout
+    (make test-science holds the heads above chance)."""
     model = load_pretrained(model_dir)
     hidden, n_bins = model.config.hidden, session.shape[1]
+    before = state_dict(model)
     widths = {
         target: finetune_head(model, session, target, HeadConfig(epochs=1)).weights["head.weight"].shape[1]
         for target in ("block", "block-whole-trial")
     }
     assert widths == {"block": session.pre_event_bins * hidden, "block-whole-trial": n_bins * hidden}
     assert 0 < session.pre_event_bins < n_bins
+    assert all(torch.equal(v, before[k]) for k, v in state_dict(model).items())
+    finetune_head(model, session, "block", HeadConfig(encoder="full", epochs=1))
+    changed = [k for k, v in state_dict(model).items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("blocks.0.") for k in changed) and not any(k.startswith("readout") for k in changed)
