@@ -227,6 +227,25 @@ def test_the_ablation_config_plans_every_scheme_and_pretrains_on_one_session_onc
     assert all(f"/single/{pool[0]}/seed-0/config.json" in line for line in inputs), inputs[0]
 
 
+def test_the_paper_config_keeps_the_authors_protocol_over_the_demo_defaults(tmp_path):
+    """config/paper.yaml sits on top of config.yaml, whose demo trains 2 held-out sessions to
+    convergence with NDT1 only: the paper config must restore every session, both backbones and
+    the authors' fixed-length one-cycle training (dry run; fetching needs the IBL server)."""
+    wd = copy_workflow(tmp_path)
+    shutil.copytree(REPO / "config", wd / "config")
+    shutil.copytree(REPO / "src/mtm/data", wd / "src/mtm/data")  # the paper's session lists
+    cmd = [sys.executable, "-m", "snakemake", "-n", "results/figures/all.done", "--configfile", "config/paper.yaml"]
+    result = subprocess.run(cmd, cwd=wd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    stats = result.stdout[result.stdout.index("Job stats:") : result.stdout.index("Reasons:")]
+    jobs = dict(line.split()[:2] for line in stats.splitlines() if line.split()[:1] and line.split()[-1].isdigit())
+    assert int(jobs["fetch"]) == 40 and int(jobs["train_single"]) == 40 * (7 + 7)
+    demo, paper = (yaml.safe_load((REPO / name).read_text())["training"] for name in ("config.yaml", "config/paper.yaml"))
+    training = {**demo, **paper}  # how Snakemake layers the two
+    assert training["patience"] is None and training["lr_schedule"] == "one-cycle"
+    assert (training["batch_size"], training["warmup_fraction"], training["epochs"]) == (16, 0.15, 1000)
+
+
 def test_outputs_and_sane_numbers(workdir):
     table = pd.read_csv(workdir / "results/sessions/sessions.tsv", sep="\t")
     assert len(table) == 3 and set(table["usable"]) == {"yes"}
