@@ -38,6 +38,7 @@ import torch
 from mtm.checkpoint import save_model
 from mtm.masking import MTM_SCHEMES
 from mtm.models.ndt1 import NDT1, NDT1Config
+from mtm.train import TrainConfig
 
 AUTHORS_PROMPT_ROWS = ("neuron", "causal", "inter-region", "intra-region")
 SOURCE = "colehurwitz/IBL_MtM_model src/models/ndt1.py"
@@ -179,8 +180,6 @@ def need(state: dict[str, torch.Tensor], *names: str) -> None:
 def save_imported(model: NDT1, out_dir: str | Path, source: str | Path) -> None:
     """Write the imported model as our checkpoint; its metadata names the source file and the
     authors' training choices (MtM with prompts if it has a prompt table, summed loss)."""
-    from mtm.train import TrainConfig  # the trainer's config, for `mtm finetune` on the import
-
     scheme = "mtm-prompt" if model.config.use_prompt else "mtm"
     training = TrainConfig(scheme=scheme, backbone="ndt1", model="paper", loss="sum", lr=1e-4)
     metadata = {"stage": "imported", "imported_from": str(source), "source_code": SOURCE,

@@ -170,8 +170,7 @@ def evaluate_model(
     regions = session.units[region_level].fillna(UNKNOWN_REGION).astype(str).to_numpy()
     units = evaluation_units(counts.shape[2], session.eid, config)
     true_rates = None if session.true_rate is None else session.true_rate[test] * session.bin_size
-    trials = session.trials.iloc[test]
-    conditions = trials[["choice", "block", "reward"]].astype(str).agg("/".join, axis=1).to_numpy()
+    conditions = psth_conditions(session.trials.iloc[test])
 
     rows, unit_rows, prompt_rows = [], [], []
 
@@ -237,6 +236,11 @@ def evaluate_model(
     units_table = pd.concat(unit_rows, ignore_index=True) if unit_rows else empty_table(UNIT_COLUMNS)
     prompts = pd.DataFrame(prompt_rows, columns=list(METRIC_COLUMNS)) if prompt_rows else empty_table(METRIC_COLUMNS)
     return Evaluation(metrics=table, units=units_table[list(UNIT_COLUMNS)], prompts=prompts)
+
+
+def psth_conditions(trials: pd.DataFrame) -> np.ndarray:
+    """Each trial's PSTH condition, "choice/block/reward" (str, (trials,)), for psth_r2."""
+    return trials[["choice", "block", "reward"]].astype(str).agg("/".join, axis=1).to_numpy()
 
 
 def score_rates(
@@ -329,11 +333,18 @@ def evaluate_checkpoint(
             model = load_pretrained(model_dir, device=resolve_device(config.device))
             evaluation = evaluate_model(model, session, config, labels=labels, region_level=meta["region_level"])
     info = {"model_dir": str(model_dir), "binned": str(binned_path), "evaluation": dataclasses.asdict(config)}
+    write_evaluation(out_dir, evaluation, info)
+    return evaluation
+
+
+def write_evaluation(out_dir: Path, evaluation: Evaluation, info: dict, *, prompts: bool = True) -> None:
+    """metrics.parquet, metrics.csv, units.parquet and (with `prompts`) prompts.parquet in
+    `out_dir`, each written atomically; `info` goes into the Parquet files' metadata."""
     write_parquet(out_dir / "metrics.parquet", pa.Table.from_pandas(evaluation.metrics, preserve_index=False), info)
     write_text(out_dir / "metrics.csv", evaluation.metrics.to_csv(index=False))
     write_parquet(out_dir / "units.parquet", pa.Table.from_pandas(evaluation.units, preserve_index=False), info)
-    write_parquet(out_dir / "prompts.parquet", pa.Table.from_pandas(evaluation.prompts, preserve_index=False), info)
-    return evaluation
+    if prompts:
+        write_parquet(out_dir / "prompts.parquet", pa.Table.from_pandas(evaluation.prompts, preserve_index=False), info)
 
 
 def join_metrics(paths: list[str | Path]) -> pd.DataFrame:

@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 from scipy.ndimage import gaussian_filter1d
 
@@ -51,9 +50,10 @@ from mtm.evaluate import (
     ModelLabels,
     empty_table,
     evaluation_units,
+    psth_conditions,
     score_rates,
+    write_evaluation,
 )
-from mtm.io import write_parquet, write_text
 from mtm.runtime import num_threads
 from mtm.session import SessionData, load_session
 
@@ -214,7 +214,6 @@ def _rows(x: np.ndarray) -> np.ndarray:
     return x.reshape(-1, x.shape[-1])
 
 
-
 GLM_LABELS = ModelLabels(backbone="glm", scheme="smoothing", setting="single")
 
 
@@ -232,8 +231,7 @@ def evaluate_glm(
     predictions = predict_glm(session.counts, split, regions, units, bin_size=session.bin_size, config=config, tasks=tasks)
     counts = session.counts[test][:, :, units]
     oracle = None if session.true_rate is None else session.true_rate[test][:, :, units] * session.bin_size
-    trials = session.trials.iloc[test]
-    conditions = trials[["choice", "block", "reward"]].astype(str).agg("/".join, axis=1).to_numpy()
+    conditions = psth_conditions(session.trials.iloc[test])
     rows, unit_tables = [], []
     for task, prediction in predictions.items():
         rates = np.exp(prediction.log_rates)
@@ -269,8 +267,5 @@ def evaluate_glm_session(
         with num_threads(threads):
             evaluation = evaluate_glm(session, eval_config, config=config, region_level=region_level)
     info = {"binned": str(binned_path), "evaluation": dataclasses.asdict(eval_config), "glm": dataclasses.asdict(config)}
-    out_dir = Path(out_dir)
-    write_parquet(out_dir / "metrics.parquet", pa.Table.from_pandas(evaluation.metrics, preserve_index=False), info)
-    write_text(out_dir / "metrics.csv", evaluation.metrics.to_csv(index=False))
-    write_parquet(out_dir / "units.parquet", pa.Table.from_pandas(evaluation.units, preserve_index=False), info)
+    write_evaluation(Path(out_dir), evaluation, info, prompts=False)
     return evaluation

@@ -22,7 +22,7 @@ class PlateauSchedule:
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, lr: float, warmup_steps: int, factor: float, max_cuts: int):
         if not 0 < factor < 1 or max_cuts < 0 or warmup_steps < 0:
-            raise ValueError(f"PlateauSchedule: need 0 < factor < 1, max_cuts >= 0, warmup_steps >= 0")
+            raise ValueError("PlateauSchedule: need 0 < factor < 1, max_cuts >= 0, warmup_steps >= 0")
         self.optimizer, self.lr, self.warmup_steps = optimizer, lr, warmup_steps
         self.factor, self.max_cuts = factor, max_cuts
         self.steps, self.cuts = 0, 0

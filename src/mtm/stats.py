@@ -40,8 +40,8 @@ def paired_difference(a: np.ndarray, b: np.ndarray, *, confidence: float = CONFI
     mean = float(diff.mean())
     if n < 2:
         return PairedDifference(mean, np.nan, np.nan, 1, int((diff > 0).sum()))
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * diff.std(ddof=1) / np.sqrt(n)
-    return PairedDifference(mean, mean - half, mean + half, n, int((diff > 0).sum()))
+    low, high = stats.ttest_1samp(diff, 0.0).confidence_interval(confidence)
+    return PairedDifference(mean, float(low), float(high), n, int((diff > 0).sum()))
 
 
 def session_values(metrics: pd.DataFrame, **where) -> pd.Series:
