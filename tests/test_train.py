@@ -126,7 +126,7 @@ def test_short_training_beats_the_mean_rate_null(data, backbone, scheme, epochs,
     result = train(data, config, tmp_path, threads=1)
     token_units = result.model.token_units
     masks = fixed_masks(data, "test", config.schemes, seed=123, batch_size=16, token_units=token_units)
-    model_nll = evaluate(result.model, data, masks, split="test", batch_size=16, use_prompt=config.use_prompt)
+    model_nll = evaluate(result.model, data, masks, split="test", batch_size=16, use_prompt=config.use_prompt).loss
 
     mean_rate = data.mean_counts("train")
     null_nll = {}
@@ -243,3 +243,77 @@ def test_state_round_trip_and_a_write_killed_midway(tmp_path, monkeypatch):
     save_state(tmp_path, {**state, "best": 2.0})
     assert load_state(tmp_path)["best"] == 2.0
     assert len(list(tmp_path.glob("*.safetensors"))) == 1  # the orphan and the old state are gone
+
+
+def test_psth_r2_of_the_most_active_units_is_their_mean_r2_over_bins():
+    """The authors' selection score: the 50 units with most spikes, each one's R2 over bins of
+    the trial-summed prediction, averaged; the other units do not count."""
+    from sklearn.metrics import r2_score
+
+    from mtm.train import SELECTION_UNITS, active_units_psth_r2
+
+    g = torch.Generator().manual_seed(0)
+    observed = torch.rand(100, 80, generator=g, dtype=torch.float64)
+    observed[:, :SELECTION_UNITS] += 5.0  # the most active units: the first 50
+    predicted = observed + 0.3 * torch.randn(100, 80, generator=g, dtype=torch.float64)
+    expected = r2_score(observed[:, :SELECTION_UNITS].numpy(), predicted[:, :SELECTION_UNITS].numpy())
+    assert active_units_psth_r2(predicted, observed) == pytest.approx(expected, rel=1e-12)
+    predicted[:, SELECTION_UNITS:] = 0.0  # ruining the quiet units changes nothing
+    assert active_units_psth_r2(predicted, observed) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("selection", ["val-loss", "psth-r2"])
+def test_selection_keeps_the_weights_of_the_best_epoch_by_its_own_score(data, selection, tmp_path):
+    """psth-r2 keeps the epoch of the highest validation R2 (the authors'), val-loss that of the
+    lowest loss; the saved model scores exactly what its epoch logged."""
+    config = TrainConfig(scheme="temporal", epochs=4, lr=3e-3, seed=1, selection=selection)
+    result = train(data, config, tmp_path, threads=1)
+    history = pd.DataFrame(result.history)
+    best = history["val_psth_r2"].idxmax() if selection == "psth-r2" else history["val_loss"].idxmin()
+    assert result.best_epoch == history.loc[best, "epoch"]
+    masks = fixed_masks(data, "val", config.schemes, seed=config.seed, batch_size=config.batch_size)
+    scores = evaluate(result.model, data, masks, split="val", batch_size=config.batch_size, use_prompt=False)
+    assert scores.psth_r2["temporal"] == pytest.approx(history.loc[best, "val_psth_r2"], rel=1e-6)
+    assert scores.loss["temporal"] == pytest.approx(history.loc[best, "val_loss"], rel=1e-6)
+    meta = read_config(tmp_path)["metadata"]
+    assert meta["selection"] == selection and meta["best_epoch"] == result.best_epoch
+    assert list(pd.read_csv(tmp_path / "log.csv")["val_psth_r2"]) == pytest.approx(list(history["val_psth_r2"]))
+
+
+def test_single_session_token_switch(data):
+    """Without the token (the authors' single-session models) a single-session model has no
+    session token; a multi-session model keeps one per session whatever the switch."""
+    from mtm.train import build_model
+
+    for backbone in ("ndt1", "ndt2"):
+        config = TrainConfig(scheme="mtm-prompt", backbone=backbone, single_session_token=False)
+        single = build_model(config, sessions={"a": 20}, n_bins=100)
+        assert not single.config.use_session and len(single.session_token) == 0 and single.config.n_context == 1
+        multi = build_model(config, sessions={"a": 20, "b": 30}, n_bins=100)
+        assert multi.config.use_session and set(multi.session_token) == {"a", "b"}
+        default = build_model(dataclasses.replace(config, single_session_token=True), sessions={"a": 20}, n_bins=100)
+        assert default.config.use_session and set(default.session_token) == {"a"}
+
+
+def test_the_causal_leak_reaches_the_model_only_when_asked():
+    from mtm.train import build_model
+
+    for leak in (False, True):
+        model = build_model(TrainConfig(scheme="causal", causal_context_sees_bins=leak), sessions={"a": 20}, n_bins=100)
+        assert model.config.causal_context_sees_bins is leak
+    with pytest.raises(ValueError, match="NDT1's"):
+        TrainConfig(scheme="causal", backbone="ndt2", causal_context_sees_bins=True)
+
+
+def test_the_summed_loss_trains_differently(data, tmp_path):
+    """The authors' summed loss: the batches of MtM's schemes score different numbers of
+    entries, so a sum weighs them apart and Adam's steps differ from the mean's; the same
+    reduction twice gives the same weights."""
+    runs = {}
+    for name, loss in (("mean", "mean"), ("sum", "sum"), ("mean-again", "mean")):
+        config = TrainConfig(scheme="mtm", epochs=1, lr=1e-3, seed=2, loss=loss)
+        train(data, config, tmp_path / name, threads=1)
+        runs[name] = weights(tmp_path / name / "model.safetensors")
+        assert read_config(tmp_path / name)["metadata"]["training"]["loss"] == loss
+    assert all(torch.equal(runs["mean"][k], runs["mean-again"][k]) for k in runs["mean"])
+    assert not all(torch.equal(runs["mean"][k], runs["sum"][k]) for k in runs["mean"])

@@ -1,7 +1,7 @@
 """Train a backbone (NDT1 or NDT2) with a masking scheme, or MtM's schedule of schemes, on one or many sessions.
 
 `train(sessions, config, out_dir)` writes into `out_dir`:
-    model.safetensors, config.json   the weights of the epoch with the lowest validation loss
+    model.safetensors, config.json   the weights of the selected epoch (`selection`)
     log.csv                          one row per epoch (LOG_COLUMNS, then val_<scheme> per scheme)
     state/                           the resumable training state, after every epoch; removed at the end
 A run that finds `state/` (from the same config and session) resumes from it. On the CPU a run
@@ -23,6 +23,15 @@ The validation masks are drawn once from a generator seeded by (seed, "val"), so
 (and every run with that seed) is scored on the same entries; an MtM model is scored under
 each scheme of its schedule (with the scheme's prompt for "mtm-prompt"), and the losses are
 averaged over schemes (and then over sessions).
+
+Model selection (`selection`) keeps the weights of the epoch with
+    "val-loss"  the lowest validation loss (a proper score of the held-out entries, the measure
+                bits/spike is made of)
+    "psth-r2"   the highest trial-averaged R2 of the SELECTION_UNITS most active validation
+                units (the authors': per unit, the R2 over bins of the mean over validation
+                trials of predicted against observed counts, under the validation masks;
+                averaged over units, then over schemes and sessions)
+Convergence (`patience`) always follows the validation loss. Both are logged every epoch.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -53,6 +63,7 @@ from mtm.data import REGION_LEVELS, CountsCache, SessionTensors
 from mtm.distributed import World, process_group, world_from_env
 from mtm.io import write_text
 from mtm.masking import MTM_SCHEMES, SCHEMES, Mask, apply_mask, make_mask, sample_scheme
+from mtm.metrics import r2_per_unit
 from mtm.models import BACKBONES, Backbone, poisson_nll
 from mtm.runtime import exit_on_sigterm, num_threads, progress_bar
 from mtm.schedules import PlateauSchedule, one_cycle
@@ -67,9 +78,11 @@ PRECISIONS = ("auto", "fp32", "bf16")
 SESSION_SAMPLING = ("proportional", "balanced")
 TRAINABLE = ("all", "session")
 LR_SCHEDULES = ("one-cycle", "plateau")
+SELECTIONS = ("val-loss", "psth-r2")
+SELECTION_UNITS = 50  # "psth-r2": the authors' number of most active validation units
 PLATEAU_FACTOR = 0.2  # "plateau": the learning rate's cut when the validation loss stalls
 PLATEAU_CUTS = 2  # "plateau": cuts before a stall ends the run
-LOG_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "lr", "seconds")
+LOG_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_psth_r2", "lr", "seconds")
 STATE_DIR = "state"
 
 
@@ -96,6 +109,11 @@ class TrainConfig:
     precision: "auto" (bf16 autocast on CUDA, fp32 on the CPU), "fp32" or "bf16"
     device: "auto" (CUDA if available), or a torch device string
     loss: the training loss over scored entries, "mean" or "sum"
+    selection: which epoch's weights are kept, "val-loss" or "psth-r2" (module docstring)
+    single_session_token: a model of one session has a session token (a learned context
+        token, as every multi-session model has); False: none, as the authors' single-session models
+    causal_context_sees_bins: NDT1's context tokens attend to every bin under causal attention,
+        a leak of the future in the authors' code (mtm.models.ndt1); only to reproduce their models
     session_sampling: with several sessions, "proportional" (to training trials) or "balanced"
     trainable: when finetuning, "all" weights or only the new sessions' layers ("session")
     accumulation: micro-batches per batch and process (gradient accumulation); under torchrun a
@@ -119,6 +137,9 @@ class TrainConfig:
     precision: str = "auto"
     device: str = "auto"
     loss: str = "mean"
+    selection: str = "val-loss"
+    single_session_token: bool = True
+    causal_context_sees_bins: bool = False
     session_sampling: str = "proportional"
     trainable: str = "all"
     accumulation: int = 1
@@ -135,6 +156,7 @@ class TrainConfig:
             session_sampling=SESSION_SAMPLING,
             trainable=TRAINABLE,
             lr_schedule=LR_SCHEDULES,
+            selection=SELECTIONS,
         )
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -149,6 +171,8 @@ class TrainConfig:
             )
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"TrainConfig: patience must be None or >= 1, got {self.patience}")
+        if self.causal_context_sees_bins and self.backbone != "ndt1":
+            raise ValueError("TrainConfig: causal_context_sees_bins is NDT1's (the authors' causal attention)")
         if self.lr_schedule == "plateau" and self.patience is None:
             raise ValueError("TrainConfig: lr_schedule 'plateau' cuts the rate after `patience` epochs; set patience")
 
@@ -164,7 +188,8 @@ class TrainConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainResult:
-    """model: the best weights, in eval mode; history: the rows of log.csv."""
+    """model: the selected weights, in eval mode (best_epoch; best_val_loss is that epoch's
+    validation loss); history: the rows of log.csv."""
 
     model: Backbone
     best_epoch: int
@@ -179,6 +204,9 @@ def build_model(config: TrainConfig, *, sessions: dict[str, int], n_bins: int) -
     options = {} if config.dropout is None else {"dropout": config.dropout, "embed_dropout": config.dropout}
     if config.patch_size is not None:
         options["patch_size"] = config.patch_size
+    if config.causal_context_sees_bins:
+        options["causal_context_sees_bins"] = True
+    options["use_session"] = config.single_session_token or len(sessions) > 1
     return model_cls(preset(sessions, n_bins=n_bins, use_prompt=config.use_prompt, loss=config.loss, **options))
 
 
@@ -217,6 +245,15 @@ def masked_poisson_nll(log_rates: torch.Tensor, counts: torch.Tensor, target: to
     return float(poisson_nll(log_rates, counts, target, reduction="sum")), int(target.sum())
 
 
+@dataclass(frozen=True)
+class Scores:
+    """A split's scores under each scheme's masks: loss, the Poisson NLL per scored entry;
+    psth_r2, the trial-averaged R2 of the most active units (module docstring)."""
+
+    loss: dict[str, float]
+    psth_r2: dict[str, float]
+
+
 @torch.no_grad()
 def evaluate(
     model: Backbone,
@@ -227,13 +264,13 @@ def evaluate(
     batch_size: int,
     use_prompt: bool,
     precision: str = "fp32",
-) -> dict[str, float]:
-    """Poisson NLL per scored entry of `split` under each scheme's masks (from `fixed_masks`)."""
+) -> Scores:
+    """The scores of `split` under each scheme's masks (from `fixed_masks`)."""
     model.eval()
     device = next(model.parameters()).device
-    losses = {}
+    loss, psth_r2 = {}, {}
     for scheme, scheme_masks in masks.items():
-        total, count = 0.0, 0
+        total, count, observed, predicted = 0.0, 0, 0.0, 0.0
         for trials, mask in zip(data.batches(split, batch_size=batch_size), scheme_masks, strict=True):
             counts = data.counts[trials].to(device)
             mask = _to_device(mask, device)
@@ -241,8 +278,20 @@ def evaluate(
                 out = model(counts, mask=mask, prompt=prompt_of(scheme, use_prompt=use_prompt), session=data.eid)
             nll, n = masked_poisson_nll(out.log_rates, counts, mask.target)
             total, count = total + nll, count + n
-        losses[scheme] = total / count if count else math.nan
-    return losses
+            observed = observed + counts.sum(0).double()  # (T, N): summed over trials
+            predicted = predicted + out.log_rates.float().exp().sum(0).double()
+        loss[scheme] = total / count if count else math.nan
+        psth_r2[scheme] = active_units_psth_r2(predicted, observed)
+    return Scores(loss=loss, psth_r2=psth_r2)
+
+
+def active_units_psth_r2(predicted: torch.Tensor, observed: torch.Tensor) -> float:
+    """The mean over the SELECTION_UNITS most active units of each one's R2 over bins of
+    predicted against observed counts summed over trials, both (T, N); the trial count, a
+    common factor, leaves R2 unchanged."""
+    observed, predicted = observed.cpu().numpy(), predicted.cpu().numpy()
+    active = np.argsort(-observed.sum(0), kind="stable")[:SELECTION_UNITS]
+    return float(r2_per_unit(predicted[:, active], observed[:, active]).mean())
 
 
 def resolve_device(device: str) -> torch.device:
@@ -317,7 +366,8 @@ class _Run:
             name: torch.Generator().manual_seed(derive_seed(config.seed, name)) for name in ("data", "mask")
         }
         self.epoch, self.step = 0, 0
-        self.best_val_loss, self.best_epoch, self.best_weights = math.inf, 0, None
+        self.best_val_loss = math.inf  # the lowest so far: convergence
+        self.best_score, self.best_epoch, self.best_weights = -math.inf, 0, None  # selection
         self.stale = 0  # epochs since the validation loss last improved, or the rate was cut
         self.stop_reason: str | None = None  # set when the run ends before `epochs`
         self.history: list[dict[str, float]] = []
@@ -353,6 +403,7 @@ class _Run:
             "epoch": self.epoch,
             "step": self.step,
             "best_val_loss": self.best_val_loss,
+            "best_score": self.best_score,
             "best_epoch": self.best_epoch,
             "stale": self.stale,
             "stop_reason": self.stop_reason,
@@ -375,7 +426,7 @@ class _Run:
         for name, generator in self.generators.items():
             generator.set_state(state["rng"][name])
         self.epoch, self.step = state["epoch"], state["step"]
-        self.best_val_loss, self.best_epoch = state["best_val_loss"], state["best_epoch"]
+        self.best_val_loss, self.best_score, self.best_epoch = state["best_val_loss"], state["best_score"], state["best_epoch"]
         self.best_weights = state["best_weights"]
         self.stale, self.stop_reason = state["stale"], state["stop_reason"]
         self.pending_bias = state["pending_bias"]
@@ -431,7 +482,7 @@ def train(
         finally:
             bar.close()
         if run.best_weights is None:
-            raise RuntimeError(f"{name}: the validation loss was never finite: {run.history}")
+            raise RuntimeError(f"{name}: the validation {config.selection} was never finite: {run.history}")
         run.model.load_state_dict(run.best_weights)
         run.model.eval()
         if world.is_main:
@@ -439,17 +490,22 @@ def train(
             _write_log(out_dir / "log.csv", run.history, config.schemes)
             clear_state(out_dir / STATE_DIR)
         world.barrier()
-    return TrainResult(model=run.model, best_epoch=run.best_epoch, best_val_loss=run.best_val_loss, history=run.history)
+    selected = run.history[run.best_epoch - 1]["val_loss"]
+    return TrainResult(model=run.model, best_epoch=run.best_epoch, best_val_loss=selected, history=run.history)
 
 
-def _validate(run: _Run, masks: dict[str, dict[str, list[Mask]]], precision: str) -> dict[str, float]:
-    """Validation loss per scheme, averaged over sessions (each session counts the same)."""
+def _validate(run: _Run, masks: dict[str, dict[str, list[Mask]]], precision: str) -> Scores:
+    """Validation scores per scheme, averaged over sessions (each session counts the same)."""
     per_session = [
         evaluate(run.model, data, masks[data.eid], split="val", batch_size=run.config.batch_size,
                  use_prompt=run.config.use_prompt, precision=precision)
         for data in run.sessions
     ]  # fmt: skip
-    return {scheme: sum(losses[scheme] for losses in per_session) / len(per_session) for scheme in run.config.schemes}
+
+    def mean(values) -> dict[str, float]:
+        return {scheme: sum(v[scheme] for v in values) / len(values) for scheme in run.config.schemes}
+
+    return Scores(loss=mean([s.loss for s in per_session]), psth_r2=mean([s.psth_r2 for s in per_session]))
 
 
 def _resume(run: _Run, state_dir: Path, name: str) -> None:
@@ -526,23 +582,28 @@ def _micro_step(
     return (float(nll.detach()), int(target.sum())) if weight else (0.0, 0)
 
 
-def _end_epoch(run: _Run, train_loss: float, val: dict[str, float], name: str, *, seconds: float) -> None:
+def _end_epoch(run: _Run, train_loss: float, val: Scores, name: str, *, seconds: float) -> None:
     run.epoch += 1
-    val_loss = sum(val.values()) / len(val)
-    if val_loss < run.best_val_loss:
-        run.best_val_loss, run.best_epoch = val_loss, run.epoch
+    val_loss = sum(val.loss.values()) / len(val.loss)
+    psth_r2 = sum(val.psth_r2.values()) / len(val.psth_r2)
+    improved = val_loss < run.best_val_loss
+    run.best_val_loss = min(run.best_val_loss, val_loss)
+    score = -val_loss if run.config.selection == "val-loss" else psth_r2
+    if score > run.best_score:
+        run.best_score, run.best_epoch = score, run.epoch
         run.best_weights = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
     row = dict(
         epoch=run.epoch,
         step=run.step,
         train_loss=train_loss,
         val_loss=val_loss,
+        val_psth_r2=psth_r2,
         lr=run.scheduler.get_last_lr()[0],
         seconds=seconds,
-        **{f"val_{scheme}": loss for scheme, loss in val.items()},
+        **{f"val_{scheme}": loss for scheme, loss in val.loss.items()},
     )
     run.history.append(row)
-    _check_convergence(run, improved=run.best_epoch == run.epoch)
+    _check_convergence(run, improved=improved)
     log.info(
         "%s %s: epoch %d/%d train %.5f val %.5f lr %.2e %.1f s",
         name, run.config.scheme, run.epoch, run.config.epochs, train_loss, val_loss, row["lr"], seconds,
@@ -575,7 +636,9 @@ def _metadata(run: _Run, precision: str, extra: dict[str, Any]) -> dict[str, Any
         "regions": {data.eid: data.regions.tolist() for data in run.sessions},
         "n_trials": {data.eid: {split: len(t) for split, t in data.splits.items()} for data in run.sessions},
         "best_epoch": run.best_epoch,
-        "best_val_loss": run.best_val_loss,
+        "selection": run.config.selection,
+        "best_val_loss": run.history[run.best_epoch - 1]["val_loss"],
+        "best_val_psth_r2": run.history[run.best_epoch - 1]["val_psth_r2"],
         "epochs_run": run.epoch,
         "stop_reason": run.stop_reason or f"epoch cap ({run.config.epochs})",
         "converged": run.stop_reason is not None,
