@@ -121,6 +121,38 @@ def test_row_space_ridge_matches_raw_fit(alpha, rows):
     np.testing.assert_allclose(rotated.predict(z_test), raw.predict(x_test), rtol=0, atol=1e-6)
 
 
+def test_the_authors_protocol_is_their_grid_search_on_raw_features():
+    """protocol="authors" equals scikit-learn's GridSearchCV as their code calls it, on the raw
+    features (no standardisation, unshuffled 4-fold CV; ridge alpha in {0, 10, ..., 1e4} scored
+    by Ridge's own R2), fitted here without the row-space reduction."""
+    import warnings
+
+    from scipy.linalg import LinAlgWarning
+    from sklearn.metrics import accuracy_score
+    from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+
+    from mtm.decoding import AUTHORS_ALPHA_GRID, C_GRID, flat_r2
+
+    features, trials, behaviour = synthetic_session(seed=5)
+    features = features * np.linspace(0.1, 10.0, features.shape[1])  # scales standardisation would undo
+    fit, test = trials["split"].isin(["train", "val"]).to_numpy(), (trials["split"] == "test").to_numpy()
+    ours = by_target(decode_behaviour(features, trials, behaviour, targets=["choice", "whisker-motion-energy"]))
+    theirs = by_target(
+        decode_behaviour(features, trials, behaviour, targets=["choice", "whisker-motion-energy"], protocol="authors")
+    )
+    choice = GridSearchCV(LogisticRegression(max_iter=10_000), {"C": C_GRID}, cv=StratifiedKFold(4))
+    choice.fit(features[fit], trials["choice"][fit])
+    assert theirs["choice"].value == accuracy_score(trials["choice"][test], choice.predict(features[test]))
+    y = behaviour["whisker-motion-energy"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (LinAlgWarning, UserWarning))
+        whisker = GridSearchCV(Ridge(), {"alpha": AUTHORS_ALPHA_GRID}, cv=KFold(4)).fit(features[fit], y[fit])
+    assert theirs["whisker-motion-energy"].value == pytest.approx(flat_r2(y[test], whisker.predict(features[test])), abs=1e-6)
+    assert theirs["whisker-motion-energy"].value != ours["whisker-motion-energy"].value
+    with pytest.raises(ValueError, match="decoder protocol"):
+        decode_behaviour(features, trials, behaviour, targets=["choice"], protocol="theirs")
+
+
 def test_block_half_trials_are_dropped_and_do_not_matter():
     features, trials, behaviour = synthetic_session(seed=4)
     half = trials["block"].to_numpy() == np.float32(0.5)

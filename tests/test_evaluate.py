@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from mtm import heldout, metrics
 from mtm.checkpoint import save_skipped
@@ -196,3 +197,51 @@ def test_block_is_decoded_from_a_model_that_sees_only_the_pre_stimulus_bins(trai
     no_pre = dataclasses.replace(session, meta={**session.meta, "binning": {**session.meta["binning"], "window": [0.0, 2.0]}})
     with pytest.raises(ValueError, match=rf"session {session.eid}: 'block' is decoded from the bins before stimOn_times"):
         evaluate_model(model, no_pre, config, labels=LABELS)
+
+
+class Recorded(torch.nn.Module):
+    """`model`, recording the (prompt, causal) of every forward pass; prompted=False makes it act
+    as a model without prompts (passes get no prompt and run under its first prompt token)."""
+
+    def __init__(self, model, *, prompted: bool):
+        super().__init__()
+        self.model, self.calls = model, []
+        self.config = dataclasses.replace(model.config, use_prompt=prompted)
+
+    def forward(self, counts, **kw):
+        self.calls.append((kw["prompt"], kw["causal"]))
+        return self.model(counts, **{**kw, "prompt": 0 if kw["prompt"] is None else kw["prompt"]})
+
+
+@pytest.mark.parametrize("prompted", [True, False], ids=["prompted", "without-prompts"])
+def test_decoding_attention_switch(trained, session, prompted):
+    """"as-prompted" (the authors'): whisker motion energy, decoded under the causal prompt,
+    gets its features under causal attention, for a prompted model and for one without prompts
+    alike; choice (neuron prompt) stays bidirectional. The switch changes the whisker score."""
+    model = Recorded(trained[1], prompted=prompted)
+    calls = model.calls
+    labels = LABELS if prompted else dataclasses.replace(LABELS, scheme="temporal")
+    scores = {}
+    for attention in ("bidirectional", "as-prompted"):
+        calls.clear()
+        config = EvalConfig(tasks=(), decoding=("choice", "whisker-motion-energy"), decoding_attention=attention, max_units=24)
+        scores[attention] = values(evaluate_model(model, session, config, labels=labels).metrics)
+        expected = {False, True} if attention == "as-prompted" else {False}
+        assert {causal for _, causal in calls} == expected, attention
+        if prompted:
+            assert {c for p, c in calls if p == MTM_SCHEMES.index("neuron")} == {False}
+            assert {c for p, c in calls if p == MTM_SCHEMES.index("causal")} == {attention == "as-prompted"}
+    assert scores["bidirectional"][("choice", "accuracy")] == scores["as-prompted"][("choice", "accuracy")]
+    assert scores["bidirectional"][("whisker-motion-energy", "r2")] != scores["as-prompted"][("whisker-motion-energy", "r2")]
+
+
+def test_forward_attention_switch_runs_a_bidirectional_model_bidirectionally(trained, session):
+    """"as-trained": a model trained without causal attention (here: the weights seen as a
+    temporal-masking model) predicts the hidden last bins bidirectionally; "causal" runs it
+    causally. A prompted model is causal under both."""
+    for scheme, attention, causal in [("temporal", "as-trained", False), ("temporal", "causal", True),
+                                      ("mtm-prompt", "as-trained", True)]:  # fmt: skip
+        model = Recorded(trained[1], prompted=scheme == "mtm-prompt")
+        config = EvalConfig(tasks=("forward-prediction",), decoding=(), forward_attention=attention, max_units=24)
+        evaluate_model(model, session, config, labels=dataclasses.replace(LABELS, scheme=scheme))
+        assert {c for _, c in model.calls} == {causal}, (scheme, attention)

@@ -130,6 +130,27 @@ def test_forward_prediction_hides_the_last_bins_and_attends_causally(counts):
     assert not any(recorder.causal[3:])
 
 
+@pytest.mark.parametrize(
+    ("scheme", "prompted", "as_trained"),
+    [("temporal", False, False), ("neuron", False, False), ("random-token", False, False), ("mtm", False, False),
+     ("causal", False, True), ("mtm-prompt", True, True)],
+)  # fmt: skip
+def test_forward_attention_as_the_authors_chose_it_per_model(counts, scheme, prompted, as_trained):
+    """"as-trained" (the authors'): causal attention only for the causal-only model and prompted
+    models; the others run bidirectionally, the hidden bins zeroed all the same. "causal":
+    every model causally."""
+    assert heldout.forward_causal(scheme, prompted=prompted, attention="as-trained") is as_trained
+    assert heldout.forward_causal(scheme, prompted=prompted, attention="causal") is True
+    recorder = Recorder()
+    regions = np.zeros(counts.shape[2], dtype=int)
+    causal = heldout.forward_causal(scheme, prompted=prompted, attention="as-trained")
+    heldout.predict_task(recorder, "forward-prediction", counts, regions, batch_size=5, forward_bins=4, causal_forward=causal)
+    x = torch.cat(recorder.inputs).numpy()
+    assert recorder.causal == [as_trained] * 3 and (x[:, -4:] == 0).all()
+    with pytest.raises(ValueError, match="forward attention"):
+        heldout.forward_causal(scheme, prompted=prompted, attention="bidirectional")
+
+
 def test_predict_task_shapes(predict, counts):
     units = np.array([1, 9])
     for task in heldout.TASKS:

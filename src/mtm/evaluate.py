@@ -37,7 +37,7 @@ import torch
 from mtm import heldout, metrics
 from mtm.checkpoint import load_pretrained, read_config
 from mtm.data import REGION_LEVELS, UNKNOWN_REGION
-from mtm.decoding import DECODING_TARGETS, decode_behaviour, input_bins
+from mtm.decoding import DECODER_PROTOCOLS, DECODING_TARGETS, decode_behaviour, input_bins
 from mtm.io import write_parquet, write_text
 from mtm.masking import MTM_SCHEMES
 from mtm.runtime import num_threads
@@ -58,6 +58,7 @@ UNIT_COLUMNS = (
 DECODING_PROMPTS = {"choice": "neuron", "block": "neuron", "block-whole-trial": "neuron", "wheel-speed": "causal",
                     "whisker-motion-energy": "causal"}  # fmt: skip
 NO_PROMPT = "none"
+DECODING_ATTENTION = ("bidirectional", "as-prompted")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +71,12 @@ class EvalConfig:
     seed: draws the unit subset and the decoders' cross-validation folds
     decoding_prompts: behaviour target -> the MtM scheme whose prompt makes its features
     prompt_ablation: for a prompted model, also score every task and target under every prompt
+    forward_attention: "causal" (every model) or "as-trained" (the authors': causal only for
+        models trained with causal attention; heldout.forward_causal)
+    decoding_attention: the attention of the decoders' features, "bidirectional" (every target)
+        or "as-prompted" (the authors': causal for targets decoded under the causal prompt,
+        e.g. whisker motion energy, for every model)
+    decoders: the decoders' fitting protocol, "ours" or "authors" (mtm.decoding)
     """
 
     tasks: tuple[str, ...] = heldout.TASKS
@@ -82,6 +89,9 @@ class EvalConfig:
     seed: int = 0
     decoding_prompts: dict[str, str] = field(default_factory=lambda: dict(DECODING_PROMPTS))
     prompt_ablation: bool = False
+    forward_attention: str = "as-trained"
+    decoding_attention: str = "bidirectional"
+    decoders: str = "ours"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))  # lists from a config file
@@ -93,6 +103,11 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.precision must be fp32 or bf16, not {self.precision!r}")
         if self.max_units is not None and self.max_units < 1:
             raise ValueError("EvalConfig.max_units must be positive or None")
+        choices = {"forward_attention": heldout.FORWARD_ATTENTION, "decoding_attention": DECODING_ATTENTION,
+                   "decoders": DECODER_PROTOCOLS}  # fmt: skip
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"EvalConfig.{name} must be one of {allowed}, not {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,6 +186,7 @@ def evaluate_model(
     units = evaluation_units(counts.shape[2], session.eid, config)
     true_rates = None if session.true_rate is None else session.true_rate[test] * session.bin_size
     conditions = psth_conditions(session.trials.iloc[test])
+    causal_forward = heldout.forward_causal(labels.scheme, prompted=uses_prompt, attention=config.forward_attention)
 
     rows, unit_rows, prompt_rows = [], [], []
 
@@ -181,8 +197,9 @@ def evaluate_model(
     def score_task(task: str, prompt: str | None) -> tuple[dict[str, float], dict[str, np.ndarray], heldout.TaskPrediction]:
         predict = model_predictor(model, session=session.eid, prompt=prompt, precision=config.precision)
         prediction = heldout.predict_task(
-            predict, task, counts, regions, units=units, batch_size=config.batch_size, forward_bins=config.forward_bins
-        )
+            predict, task, counts, regions, units=units, batch_size=config.batch_size,
+            forward_bins=config.forward_bins, causal_forward=causal_forward,
+        )  # fmt: skip
         scored = np.ix_(np.arange(len(test)), prediction.bins, prediction.units)
         oracle = None if true_rates is None else true_rates[scored]
         rates, observed = np.exp(prediction.log_rates), counts[scored]
@@ -273,21 +290,31 @@ def score_rates(
     return summary, per_unit
 
 
+def decoding_causal(target: str, prompt: str | None, config: EvalConfig) -> bool:
+    """Whether `target`'s features come from the model under causal attention: with
+    "as-prompted", when they are made under the causal prompt (for a model without prompts, when
+    the target's prompt would be the causal one), as the authors' causal mode couples the two."""
+    return config.decoding_attention == "as-prompted" and (prompt or config.decoding_prompts[target]) == "causal"
+
+
 def _decode(model, session: SessionData, config: EvalConfig, prompts: dict[str, str | None]) -> dict:
     """Decoding results per target of `prompts` (target -> the prompt of its features, None
-    for a model without prompts); the log rates of every trial are computed once per prompt and
-    model input (all bins, or the pre-event bins: decoding.input_bins)."""
-    by_input: dict[tuple[str | None, int | None], list[str]] = {}
+    for a model without prompts); the log rates of every trial are computed once per prompt,
+    attention and model input (all bins, or the pre-event bins: decoding.input_bins)."""
+    by_input: dict[tuple[str | None, bool, int | None], list[str]] = {}
     for target, prompt in prompts.items():
-        by_input.setdefault((prompt, input_bins(target, session)), []).append(target)
+        by_input.setdefault((prompt, decoding_causal(target, prompt, config), input_bins(target, session)), []).append(target)
     behaviour = {"wheel-speed": session.wheel_speed, "whisker-motion-energy": session.whisker_motion_energy}
     inputs = torch.from_numpy(session.counts.astype(np.float32))
     results = {}
-    for (prompt, n_bins), targets in by_input.items():
+    for (prompt, causal, n_bins), targets in by_input.items():
         predict = model_predictor(model, session=session.eid, prompt=prompt, precision=config.precision)
-        log_rates = torch.cat([predict(batch[:, :n_bins], False) for batch in inputs.split(config.batch_size)]).numpy()
+        log_rates = torch.cat([predict(batch[:, :n_bins], causal) for batch in inputs.split(config.batch_size)]).numpy()
         features = log_rates.reshape(len(log_rates), -1)
-        for result in decode_behaviour(features, session.trials, behaviour, targets=targets, seed=config.seed):
+        decoded = decode_behaviour(
+            features, session.trials, behaviour, targets=targets, seed=config.seed, protocol=config.decoders
+        )
+        for result in decoded:
             results[result.target] = result
     return {target: results[target] for target in prompts}
 
@@ -296,12 +323,12 @@ def empty_table(columns: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=object) for name in columns})
 
 
-def load_model_session(model_dir: str | Path, binned_path: str | Path, eid: str) -> SessionData:
-    """The binned session a saved model (trained on `eid`) is to be scored on; ValueError if the
-    file holds another session."""
+def load_model_session(model_dir: str | Path, binned_path: str | Path, eids: list[str]) -> SessionData:
+    """The binned session a saved model (with layers for `eids`) is to be scored on; ValueError if
+    the file holds another session."""
     session = load_session(binned_path)
-    if session.eid != eid:
-        raise ValueError(f"{model_dir} was trained on {eid}, not on {session.eid} ({binned_path})")
+    if session.eid not in eids:
+        raise ValueError(f"{model_dir} holds the sessions {eids}, not {session.eid} ({binned_path})")
     return session
 
 
@@ -328,7 +355,7 @@ def evaluate_checkpoint(
         log.info("%s: no model to evaluate (%s)", meta["eid"], saved["skipped"])
         evaluation = Evaluation(metrics=empty_table(METRIC_COLUMNS), units=empty_table(UNIT_COLUMNS), prompts=empty_table(METRIC_COLUMNS))
     else:
-        session = load_model_session(model_dir, binned_path, meta["eid"])
+        session = load_model_session(model_dir, binned_path, meta.get("eids") or [meta["eid"]])
         with num_threads(threads):
             model = load_pretrained(model_dir, device=resolve_device(config.device))
             evaluation = evaluate_model(model, session, config, labels=labels, region_level=meta["region_level"])

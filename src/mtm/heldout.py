@@ -3,8 +3,9 @@
 The tasks (Zhang et al. 2024, section 4), each run with the prompt of the matching scheme:
 
     co-smoothing        hide unit i over all bins, score unit i                    (neuron)
-    forward-prediction  hide the last `forward_bins` bins of every unit, attend
-                        causally, score those bins                                 (causal)
+    forward-prediction  hide the last `forward_bins` bins of every unit, score     (causal)
+                        those bins; attention causal, or bidirectional for a model
+                        trained without causal attention (`forward_causal`)
     inter-region        hide every unit of region R, score them                    (inter-region)
     intra-region        hide every unit outside unit i's region, and unit i itself;
                         score unit i from the rest of its region                   (intra-region)
@@ -43,6 +44,7 @@ TASK_PROMPTS = {  # the MtM scheme whose prompt token each task runs with
     "inter-region": "inter-region",
 }
 FORWARD_BINS = 10  # 200 ms of 20 ms bins, as NLB and MtM
+FORWARD_ATTENTION = ("causal", "as-trained")
 
 
 @dataclass(frozen=True)
@@ -145,11 +147,30 @@ def predict_holdouts_one_at_a_time(predict: Predictor, counts: np.ndarray, holdo
     return log_rates
 
 
+def forward_causal(scheme: str, *, prompted: bool, attention: str) -> bool:
+    """Whether forward prediction runs a model of `scheme` under causal attention.
+
+    attention "causal": always (ours: the task is then the same computation for every model).
+    "as-trained" (the authors'): only a model that met causal attention in training, the
+    causal-only scheme and prompted models (whose causal prompt selects it); every other model
+    was trained bidirectionally and is run so, its hidden bins zeroed, which leaks nothing: the
+    hidden bins' inputs are zeros either way.
+    """
+    if attention not in FORWARD_ATTENTION:
+        raise ValueError(f"forward attention must be one of {FORWARD_ATTENTION}, not {attention!r}")
+    return attention == "causal" or scheme == "causal" or prompted
+
+
 def predict_forward(
-    predict: Predictor, counts: np.ndarray, *, forward_bins: int = FORWARD_BINS, batch_size: int = 128
+    predict: Predictor,
+    counts: np.ndarray,
+    *,
+    forward_bins: int = FORWARD_BINS,
+    batch_size: int = 128,
+    causal: bool = True,
 ) -> np.ndarray:
     """Log rates float32 (trials, forward_bins, N) of the last `forward_bins` bins, hidden for every
-    unit, under causal attention. counts: (trials, T, N)."""
+    unit, under causal (or bidirectional) attention. counts: (trials, T, N)."""
     n_bins = counts.shape[1]
     if not 0 < forward_bins < n_bins:
         raise ValueError(f"forward_bins must lie in 1..{n_bins - 1}, got {forward_bins}")
@@ -158,7 +179,7 @@ def predict_forward(
     for batch in inputs.split(batch_size):
         x = batch.clone()
         x[:, n_bins - forward_bins :] = 0.0
-        out.append(predict(x, True)[:, n_bins - forward_bins :].float().numpy())
+        out.append(predict(x, causal)[:, n_bins - forward_bins :].float().numpy())
     return np.concatenate(out) if out else np.zeros((0, forward_bins, counts.shape[2]), np.float32)
 
 
@@ -171,12 +192,16 @@ def predict_task(
     units: np.ndarray | None = None,
     batch_size: int = 128,
     forward_bins: int = FORWARD_BINS,
+    causal_forward: bool = True,
 ) -> TaskPrediction:
-    """The predictions `task` scores, for `units` (all when None). counts: (trials, T, N)."""
+    """The predictions `task` scores, for `units` (all when None). counts: (trials, T, N);
+    causal_forward: forward prediction's attention (`forward_causal`)."""
     units = np.arange(counts.shape[2]) if units is None else np.unique(units)
     if task == "forward-prediction":
         n_bins = counts.shape[1]
-        log_rates = predict_forward(predict, counts, forward_bins=forward_bins, batch_size=batch_size)
+        log_rates = predict_forward(
+            predict, counts, forward_bins=forward_bins, batch_size=batch_size, causal=causal_forward
+        )
         return TaskPrediction(log_rates[:, :, units], units, np.arange(n_bins - forward_bins, n_bins))
     log_rates = predict_holdouts(predict, counts, holdouts(task, regions, units), batch_size=batch_size)
     return TaskPrediction(log_rates[:, :, units], units, np.arange(counts.shape[1]))
