@@ -4,14 +4,18 @@ made by their own code) in every mode."""
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import safetensors.torch
 import torch
+import yaml
 from torch import nn
 
 from mtm.authors import AUTHORS_PROMPT_ROWS, AuthorsWeightsError, import_authors_ndt1, read_state_dict
 from mtm.checkpoint import load_pretrained
 from mtm.cli import main
+from mtm.heldout import TASK_PROMPTS, TASKS
 from mtm.masking import MTM_SCHEMES
 
 FIXTURES = Path(__file__).parent / "data" / "authors-ndt1"
@@ -106,3 +110,34 @@ def test_what_it_refuses(tmp_path):
         import_authors_ndt1(weights("single"), {"a": 21}, n_heads=N_HEADS)
     with pytest.raises(AuthorsWeightsError, match="not the authors' NDT1"):
         import_authors_ndt1({"decoder.0.weight": torch.zeros(2, 2)}, {"a": 2}, n_heads=1)
+
+
+@pytest.mark.slow
+def test_an_imported_model_is_scored_by_the_workflows_evaluation(tmp_path):
+    """A user holding the authors' checkpoint: bin a session with the workflow, import their
+    single-session model into results/models/..., and the workflow's `evaluate` rule scores it
+    on every task (and trains nothing)."""
+    from test_workflow import copy_workflow, snakemake
+
+    from mtm.demo import demo_sessions
+
+    wd = copy_workflow(tmp_path)
+    tiny = yaml.safe_load((wd / "tests/config/tiny.yaml").read_text())
+    tiny["demo"].update(n_units=FIXTURE["single"]["n_units"], n_trials=100)  # the fixture model's 20 units
+    (wd / "tests/config/tiny.yaml").write_text(yaml.safe_dump(tiny))
+    eid = demo_sessions(1)[0].eid
+    snakemake(wd, f"results/sessions/{eid}/binned.parquet")
+    model_dir = wd / f"results/models/ndt1/mtm-prompt/single/{eid}/seed-0"
+    weights_file = tmp_path / "model_best.safetensors"
+    safetensors.torch.save_file(weights("single"), weights_file)
+    main(["import-authors", str(weights_file), "--out", str(model_dir), "--n-heads", str(N_HEADS),
+          "--session", f"{eid}={FIXTURE['single']['n_units']}"])  # fmt: skip
+    target = f"results/eval/ndt1/mtm-prompt/single/{eid}/seed-0/metrics.parquet"
+    result = snakemake(wd, target)
+    assert "rule evaluate:" in result.stderr + result.stdout and "train_single" not in result.stderr + result.stdout
+    table = pd.read_parquet(wd / target)
+    bps = table[table["metric"] == "bps"].set_index("task")["value"]
+    assert set(bps.index) == set(TASKS) and np.isfinite(bps).all()
+    assert set(table["model"]) == {"ndt1/mtm-prompt/single"} and set(table["eid"]) == {eid}
+    activity = table[table["task"].isin(TASKS)]
+    assert (activity["prompt"] == activity["task"].map(TASK_PROMPTS)).all()

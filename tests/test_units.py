@@ -2,6 +2,7 @@
 
 from importlib import resources
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -45,3 +46,30 @@ def test_fractional_labels_are_not_good():
 def test_unknown_rule():
     with pytest.raises(ValueError, match="unit rule"):
         select_units(pd.DataFrame({"label": [1.0], "firing_rate": [1.0]}), rule="best")
+
+
+def test_allen_level_regions_keep_layers_apart_and_root_and_void(real_units):
+    """`region_level: allen` (the authors'): a real insertion's units keep their raw Allen
+    acronyms, so the cortical layers of VISam are regions of their own and its units in `void`
+    (outside the brain; `root` elsewhere) stay in as one more (QC selects on quality, never on
+    region); Beryl merges the layers. The region tasks hide what the level says."""
+    from mtm import heldout
+    from mtm.ibl.regions import region_labels
+
+    units = real_units.loc["0851db85-2889-4070-ac18-a40e8ebd96ba"]
+    labels = region_labels(units["atlas_id"].to_numpy())
+    allen, beryl = labels["allen"].astype(str), labels["beryl"].astype(str)
+    assert (allen == units["acronym"].to_numpy()).all()
+    kept = select_units(units, rule="all")
+    assert kept.all() and "void" in set(allen[kept])
+    assert select_units(real_units[real_units["acronym"].isin(["root", "void"])], rule="all").sum() == 1202
+    layers = {a for a in allen if a.startswith("VISam")}
+    assert {"VISam2/3", "VISam5", "VISam6a"} <= layers and set(beryl[np.isin(allen, list(layers))]) == {"VISam"}
+    hidden = {level: [h.hidden for h in heldout.holdouts("inter-region", regions)] for level, regions in
+              (("allen", allen), ("beryl", beryl))}  # fmt: skip
+    layer5 = next(h for h in hidden["allen"] if (allen[h] == "VISam5").all())
+    assert layer5.sum() == (allen == "VISam5").sum()
+    visam = next(h for h in hidden["beryl"] if (beryl[h] == "VISam").all())
+    assert visam.sum() == np.isin(allen, list(layers)).sum() > layer5.sum()
+    assert any((allen[h] == "void").all() for h in hidden["allen"])
+    assert len(hidden["allen"]) > len(hidden["beryl"])

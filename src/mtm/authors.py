@@ -42,6 +42,7 @@ from mtm.train import TrainConfig
 
 AUTHORS_PROMPT_ROWS = ("neuron", "causal", "inter-region", "intra-region")
 SOURCE = "colehurwitz/IBL_MtM_model src/models/ndt1.py"
+AUTHORS_REGION_LEVEL = "allen"  # their regions: raw Allen acronyms
 _EMBED = "encoder.embedder."
 _LAYER = re.compile(r"^encoder\.layers\.(\d+)\.")
 
@@ -179,9 +180,17 @@ def need(state: dict[str, torch.Tensor], *names: str) -> None:
 
 def save_imported(model: NDT1, out_dir: str | Path, source: str | Path) -> None:
     """Write the imported model as our checkpoint; its metadata names the source file and the
-    authors' training choices (MtM with prompts if it has a prompt table, summed loss)."""
+    authors' training choices (MtM with prompts if it has a prompt table, summed loss, Allen
+    regions, R2 selection), and its sessions, so that the workflow's evaluation reads it as
+    one of ours (placed at results/models/ndt1/<scheme>/<setting>/<eid>/seed-0)."""
     scheme = "mtm-prompt" if model.config.use_prompt else "mtm"
-    training = TrainConfig(scheme=scheme, backbone="ndt1", model="paper", loss="sum", lr=1e-4)
+    training = TrainConfig(
+        scheme=scheme, backbone="ndt1", model="paper", loss="sum", lr=1e-4, region_level=AUTHORS_REGION_LEVEL,
+        selection="psth-r2", single_session_token=model.config.use_session,
+        causal_context_sees_bins=model.config.causal_context_sees_bins,
+    )  # fmt: skip
+    eids = list(model.config.sessions)
     metadata = {"stage": "imported", "imported_from": str(source), "source_code": SOURCE,
-                "training": dataclasses.asdict(training)}  # fmt: skip
+                "training": dataclasses.asdict(training), "eid": eids[0] if len(eids) == 1 else None, "eids": eids,
+                "region_level": AUTHORS_REGION_LEVEL}  # fmt: skip
     save_model(out_dir, model, metadata)

@@ -383,7 +383,7 @@ def finetune_head_checkpoint(
         write_text(out_dir / "log.csv", ",".join(LOG_COLUMNS) + "\n")
         table = empty_table(METRIC_COLUMNS)
     else:
-        session = load_model_session(model_dir, binned_path, meta["eid"])
+        session = load_model_session(model_dir, binned_path, meta.get("eids") or [meta["eid"]])
         with num_threads(threads):
             model = load_pretrained(model_dir, device=resolve_device(config.device))
             result = finetune_head(model, session, target, config, state_dir=out_dir / STATE_DIR)
