@@ -244,6 +244,15 @@ def test_the_paper_config_keeps_the_authors_protocol_over_the_demo_defaults(tmp_
     training = {**demo, **paper}  # how Snakemake layers the two
     assert training["patience"] is None and training["lr_schedule"] == "one-cycle"
     assert (training["batch_size"], training["warmup_fraction"], training["epochs"]) == (16, 0.15, 1000)
+    # every row of the README's "Differences from the authors' code" set to theirs, but their leak
+    authors = {"loss": "sum", "selection": "psth-r2", "region_level": "allen", "single_session_token": False,
+               "causal_context_sees_bins": False}  # fmt: skip
+    assert {k: training[k] for k in authors} == authors
+    demo, paper = (yaml.safe_load((REPO / name).read_text())["evaluation"] for name in ("config.yaml", "config/paper.yaml"))
+    evaluation = {**demo, **paper}
+    authors = {"forward_attention": "as-trained", "decoding_attention": "as-prompted", "decoders": "authors"}
+    assert {k: evaluation[k] for k in authors} == authors
+    assert "block" in evaluation["decoding"] and "block-whole-trial" in evaluation["decoding"]
 
 
 def test_outputs_and_sane_numbers(workdir):

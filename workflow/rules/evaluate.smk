@@ -14,6 +14,9 @@ EVAL_PARAMS = [
     "forward_bins",
     "precision",
     "seed",
+    "forward_attention",
+    "decoding_attention",
+    "decoders",
 ]
 
 

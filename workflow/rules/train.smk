@@ -16,6 +16,9 @@ TRAIN_PARAMS = [
     "warmup_fraction",
     "precision",
     "loss",
+    "selection",
+    "single_session_token",
+    "causal_context_sees_bins",
     "accumulation",
 ]
 
