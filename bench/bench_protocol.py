@@ -69,7 +69,7 @@ def run_training(job: tuple) -> pd.DataFrame:
     if not (out / "model.safetensors").exists():
         train_session(binned, out, training, threads=1)
     table = evaluate_checkpoint(out, binned, out / "eval", eval_config(config), setting="single", threads=1).metrics
-    return table.assign(switch=switch or "reference", value=str(value))
+    return table.assign(switch=switch or "reference", switch_value=str(value))
 
 
 def run_evaluation(job: tuple) -> pd.DataFrame:
@@ -78,7 +78,7 @@ def run_evaluation(job: tuple) -> pd.DataFrame:
     touched = {"tasks": ["forward-prediction"], "decoding": []} if switch == "forward_attention" else {"tasks": []}
     evaluation = eval_config(config, **{switch: value}, **touched)
     table = evaluate_checkpoint(model_dir, binned, out, evaluation, setting=setting, threads=1).metrics
-    return table.assign(switch=switch, value=str(value))
+    return table.assign(switch=switch, switch_value=str(value))
 
 
 def jobs(results: Path, out: Path, config: dict) -> tuple[list, list]:
@@ -114,8 +114,8 @@ def effects(table: pd.DataFrame) -> pd.DataFrame:
         if switch in TRAINING_SWITCHES:
             base = table[table["switch"] == "reference"]
         else:
-            base = table[(table["switch"] == switch) & (table["value"] == str(demo))]
-        flipped = table[(table["switch"] == switch) & (table["value"] == str(authors))]
+            base = table[(table["switch"] == switch) & (table["switch_value"] == str(demo))]
+        flipped = table[(table["switch"] == switch) & (table["switch_value"] == str(authors))]
         keys = ["model", "eid", "task", "metric"]
         paired = base.merge(flipped, on=keys, suffixes=("_demo", "_authors"))
         for (model, task, metric), group in paired.groupby(["model", "task", "metric"], sort=True):

@@ -94,7 +94,7 @@ def plot_ablation(
     text = (
         f"{what}; cells are means over up to {n_sessions} sessions of the test trials' "
         "bits/spike for the four activity tasks (co-smoothing with the neuron prompt, forward prediction of the "
-        "last 200 ms with causal attention, intra- and inter-region prediction), and of the accuracy (choice, "
+        "last 200 ms, intra- and inter-region prediction), and of the accuracy (choice, "
         "block prior, from the pre-stimulus bins or the whole trial) or R² (wheel speed, whisker motion energy; per bin over test trials) of a decoder fitted "
         "on the predicted rates of the train and validation trials. Grey rows: the bits/spike of the true "
         "rates (oracle; synthetic data only) and the decoders' chance level. Colour ranks the schemes within "
