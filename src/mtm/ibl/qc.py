@@ -19,7 +19,7 @@ import pyarrow as pa
 from mtm.io import provenance, write_json, write_parquet
 from mtm.ibl.behaviour import load_whisker_energy, load_wheel_speed
 from mtm.ibl.local_session import open_session, read_manifest
-from mtm.ibl.trials import EXCLUSION_REASONS, filter_trials, load_trials
+from mtm.ibl.trials import EXCLUSION_REASONS, check_align_event, filter_trials, load_trials
 from mtm.ibl.units import load_units, select_units
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,11 @@ QC_OUTPUTS = ("units", "trials", "behaviour", "qc")
 
 def run_qc(manifest_path: str | Path, config: dict[str, Any], outputs: dict[str, str | Path]) -> dict[str, Any]:
     """QC one session. outputs: paths for 'units', 'trials', 'behaviour' (Parquet) and 'qc' (JSON)."""
+    units_cfg, trials_cfg = config.get("units", {}), config.get("trials", {})
+    align_event = check_align_event(config.get("binning", {}).get("align_event", "stimOn_times"))
     manifest = read_manifest(manifest_path)
     session = open_session(manifest)
     eid = session.eid
-    units_cfg, trials_cfg = config.get("units", {}), config.get("trials", {})
-    align_event = config.get("binning", {}).get("align_event", "stimOn_times")
     warnings: list[str] = []
 
     units = load_units(session)
@@ -41,7 +41,7 @@ def run_qc(manifest_path: str | Path, config: dict[str, Any], outputs: dict[str,
         units, rule=units_cfg.get("rule", "all"), min_firing_rate_hz=float(units_cfg.get("min_firing_rate_hz", 0.0))
     ) if len(units) else np.zeros(0, dtype=bool)
 
-    trials = load_trials(session)
+    trials = load_trials(session, align_event)
     trials.insert(0, "trial_index", np.arange(len(trials), dtype=np.int64))
     trials["exclusion_reason"] = filter_trials(
         trials,

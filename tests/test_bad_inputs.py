@@ -1,0 +1,176 @@
+"""Every bad input gets a clear error before anything good is lost: a matrix of bad configs,
+caches, files and command-line arguments.
+
+Each case asserts how it fails (the exception, or the exit status), that the message names the
+session, file or config key and what is wrong, and that no finished output was deleted or
+changed (checksums of every file of a finished session before and after). Most cases call the
+package; the Snakemake cases run the workflow on one finished tiny session, to show that a bad
+config stops it before any job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from mtm.config_checks import ConfigError, check_config
+from mtm.demo import demo_sessions, write_demo_session
+from mtm.ibl.bin_session import bin_session
+from mtm.ibl.errors import SessionDataError
+from mtm.ibl.fetch import fetch_session
+from mtm.ibl.one_cache import write_one_tables
+from mtm.ibl.qc import QC_OUTPUTS, run_qc
+
+REPO = Path(__file__).resolve().parents[1]
+SESSION = demo_sessions(1)[0]
+EID = SESSION.eid
+OTHER_EID = "824cf03d-4012-4ab1-b499-c83a92c5589e"
+
+
+def schema_config() -> dict[str, Any]:
+    """config.yaml as Snakemake reads it: validated, defaults filled in."""
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+    return config
+
+
+def checksums(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@dataclass
+class Finished:
+    """One demo session's cache, and its finished outputs: the manifest, qc's and bin's."""
+
+    cache: Path
+    out: Path  # every finished output, and nothing else
+    config: dict[str, Any]  # qc's and bin's config sections, with the cache for fetch
+
+    @property
+    def manifest(self) -> Path:
+        return self.out / "manifest.json"
+
+    @property
+    def qc_outputs(self) -> dict[str, Path]:
+        return {k: self.out / f"{k}.{'json' if k == 'qc' else 'parquet'}" for k in QC_OUTPUTS}
+
+    @property
+    def binned(self) -> Path:
+        return self.out / "binned.parquet"
+
+    def with_cache(self, cache: Path) -> dict[str, Any]:
+        return {**self.config, "one": {"mode": "local", "cache_dir": str(cache)}}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Finished:
+    root = tmp_path_factory.mktemp("finished")
+    write_demo_session(root / "cache", root / "truth", SESSION, n_units=12, n_trials=100, seed=3)
+    write_one_tables(root / "cache", {SESSION.rel_path: EID}, hash_files=True)
+    config = {"units": {"min_units": 5}, "trials": {"min_trials": 20}}
+    f = Finished(root / "cache", root / "out", config)
+    fetch_session(EID, f.with_cache(f.cache), f.manifest)
+    run_qc(f.manifest, config, f.qc_outputs)
+    bin_session(manifest=f.manifest, **f.qc_outputs, config=config, output=f.binned)
+    return f
+
+
+# ----------------------------------------------------------------------------------------------
+# the cases: (id, exception, case(finished, tmp) -> (the failing call, what its message says))
+
+
+def configured(**changes: Any) -> Callable[[], None]:
+    """check_config of config.yaml with `changes` = {"section.key": value}."""
+    config = schema_config()
+    for dotted, value in changes.items():
+        *sections, key = dotted.split(".")
+        node = config
+        for section in sections:
+            node = node[section]
+        node[key] = value
+    return lambda: check_config(config)
+
+
+def sessions_file(tmp: Path, text: str) -> Path:
+    path = tmp / "sessions.txt"
+    path.write_text(text)
+    return path
+
+
+def schema_checked(**changes: Any) -> Callable[[], None]:
+    """Snakemake's validation of config.yaml with `changes` (top-level keys)."""
+    from snakemake.utils import validate
+
+    config = {**yaml.safe_load((REPO / "config.yaml").read_text()), **copy.deepcopy(changes)}
+    return lambda: validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+
+
+CASES = [
+    # configs, checked when read (mtm.config_checks.check_config, called by common.smk)
+    ("reversed window", ConfigError,
+     lambda f, tmp: (configured(**{"binning.window": [1.5, -0.5]}), ["binning.window", "start < stop"])),
+    ("bin_size not dividing the window", ConfigError,
+     lambda f, tmp: (configured(**{"binning.bin_size": 0.03}), ["binning.bin_size = 0.03", "not an integer multiple"])),
+    ("window with NaN", ConfigError,
+     lambda f, tmp: (configured(**{"binning.window": [-0.5, float("nan")]}), ["binning.window", "finite"])),
+    ("split fractions summing to 0.9", ConfigError,
+     lambda f, tmp: (configured(**{"splits.fractions": [0.7, 0.1, 0.1]}), ["splits.fractions", "sum to 1"])),
+    ("align_event misspelt", ConfigError,
+     lambda f, tmp: (configured(**{"binning.align_event": "stimOnset_times"}),
+                     ["binning.align_event", "'stimOnset_times' is not an event time", "did you mean 'stimOn_times'"])),
+    ("align_event not a time", ConfigError,
+     lambda f, tmp: (configured(**{"binning.align_event": "choice"}), ["binning.align_event", "'choice'", "stimOn_times"])),
+    ("duplicate eids in a session file", ConfigError,
+     lambda f, tmp: (configured(sessions=str(sessions_file(tmp, f"{EID}\n# a comment\n{OTHER_EID}\n{EID}  # again\n"))),
+                     ["sessions", "sessions.txt, line 4", f"{EID} is listed twice", "line 1"])),
+    ("an eid that is not a UUID v4 in a session file", ConfigError,
+     lambda f, tmp: (configured(sessions=str(sessions_file(tmp, f"{EID}\n{EID[:14]}1{EID[15:]}\n"))),
+                     ["sessions.txt, line 2", "not an IBL session id (a lowercase UUID version 4)"])),
+    ("two eids on one line of a session file", ConfigError,
+     lambda f, tmp: (configured(sessions=str(sessions_file(tmp, f"{EID} {OTHER_EID}\n"))), ["sessions.txt, line 1", "not an IBL session id"])),
+    ("a session file that does not exist", ConfigError,
+     lambda f, tmp: (configured(sessions=str(tmp / "nowhere.txt")), ["sessions", "nowhere.txt does not exist"])),
+    ("duplicate eids in a held-out file", ConfigError,
+     lambda f, tmp: (configured(**{"multisession.heldout": str(sessions_file(tmp, f"{EID}\n{EID}\n"))}),
+                     ["multisession.heldout", "line 2", "listed twice"])),
+    ("duplicate eids in a config list, through the Python API", ConfigError,
+     lambda f, tmp: (configured(sessions=[EID, OTHER_EID, EID]), ["sessions[2]", "is listed twice (first at sessions[0])"])),
+    # configs, checked by the schema (Snakemake's validate, before check_config)
+    ("duplicate eids in the config", Exception,
+     lambda f, tmp: (schema_checked(sessions=[EID, EID]), ["sessions", "non-unique"])),
+    ("an eid that is not a UUID v4 in the config", Exception,
+     lambda f, tmp: (schema_checked(sessions=[EID.upper()]), ["instance['sessions'][0]", "does not match"])),
+    # the same values given to the package's functions
+    ("align_event misspelt, given to qc", ValueError,
+     lambda f, tmp: (lambda: run_qc(f.manifest, {**f.config, "binning": {"align_event": "stimon_times"}}, f.qc_outputs),
+                     ["'stimon_times' is not an event time", "did you mean 'stimOn_times'"])),
+    ("reversed window, given to bin", ValueError,
+     lambda f, tmp: (lambda: bin_session(manifest=f.manifest, **f.qc_outputs, output=f.binned,
+                                         config={"binning": {"window": [1.5, -0.5]}}), ["window", "start < stop"])),
+    ("split fractions summing to 1.1, given to bin", ValueError,
+     lambda f, tmp: (lambda: bin_session(manifest=f.manifest, **f.qc_outputs, output=f.binned,
+                                         config={"splits": {"fractions": [0.8, 0.1, 0.2]}}), ["fractions", "sum to 1"])),
+    # sessions whose files are bad, found at run time
+    ("align_event that this session's trials lack", SessionDataError,
+     lambda f, tmp: (lambda: run_qc(f.manifest, {**f.config, "binning": {"align_event": "stimOnTrigger_times"}}, f.qc_outputs),
+                     [EID, "alf/_ibl_trials.table.pqt", "no column 'stimOnTrigger_times'", "binning.align_event"])),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, error, case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_fails_clearly_and_keeps_finished_outputs(finished, tmp_path, name, error, case):
+    before = checksums(finished.out)
+    call, says = case(finished, tmp_path)
+    with pytest.raises(error) as raised:
+        call()
+    for words in says:
+        assert words in str(raised.value), f"{name}: {words!r} not in: {raised.value}"
+    assert checksums(finished.out) == before, f"{name}: finished outputs changed"
