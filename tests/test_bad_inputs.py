@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pytest
 import yaml
 
@@ -30,6 +32,7 @@ from mtm.ibl.qc import QC_OUTPUTS, run_qc
 REPO = Path(__file__).resolve().parents[1]
 SESSION = demo_sessions(1)[0]
 EID = SESSION.eid
+SPIKE_TIMES = "alf/probe00/pykilosort/spikes.times.npy"
 OTHER_EID = "824cf03d-4012-4ab1-b499-c83a92c5589e"
 
 
@@ -81,6 +84,35 @@ def finished(tmp_path_factory) -> Finished:
     run_qc(f.manifest, config, f.qc_outputs)
     bin_session(manifest=f.manifest, **f.qc_outputs, config=config, output=f.binned)
     return f
+
+
+def damaged_cache(f: Finished, tmp: Path, rel_path: str, damage: Callable[[np.ndarray], np.ndarray]) -> Path:
+    """A copy of the cache with one array changed, and records that describe the changed file
+    (a consistent cache whose content is bad, which only reading it can tell)."""
+    cache = shutil.copytree(f.cache, tmp / "cache")
+    path = cache / SESSION.rel_path / rel_path
+    np.save(path, damage(np.load(path)))
+    write_one_tables(cache, {SESSION.rel_path: EID}, hash_files=True)
+    return cache
+
+
+def qc_of(f: Finished, cache: Path, tmp: Path, config: dict[str, Any] | None = None) -> Callable[[], Any]:
+    """qc of the session fetched from `cache`, writing over the finished qc outputs."""
+    config = config or f.with_cache(cache)
+    fetch_session(EID, f.with_cache(cache), tmp / "manifest.json")
+    return lambda: run_qc(tmp / "manifest.json", config, f.qc_outputs)
+
+
+def with_nan(times: np.ndarray) -> np.ndarray:
+    times = times.copy()
+    times[len(times) // 2] = np.nan
+    return times
+
+
+def swapped(times: np.ndarray) -> np.ndarray:
+    times = times.copy()
+    times[[10, 11]] = times[[11, 10]] + np.array([0.0, 1e-3])  # the 11th spike now comes after the 12th
+    return times
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,6 +194,11 @@ CASES = [
     ("align_event that this session's trials lack", SessionDataError,
      lambda f, tmp: (lambda: run_qc(f.manifest, {**f.config, "binning": {"align_event": "stimOnTrigger_times"}}, f.qc_outputs),
                      [EID, "alf/_ibl_trials.table.pqt", "no column 'stimOnTrigger_times'", "binning.align_event"])),
+    ("NaN spike times", SessionDataError,
+     lambda f, tmp: (qc_of(f, damaged_cache(f, tmp, SPIKE_TIMES, with_nan), tmp), [EID, SPIKE_TIMES, "1 spike times are NaN"])),
+    ("unsorted spike times", SessionDataError,
+     lambda f, tmp: (qc_of(f, damaged_cache(f, tmp, SPIKE_TIMES, swapped), tmp),
+                     [EID, SPIKE_TIMES, "not sorted ascending", "index 11"])),
 ]  # fmt: skip
 
 
