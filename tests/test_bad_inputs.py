@@ -21,18 +21,23 @@ import numpy as np
 import pytest
 import yaml
 
+from mtm.cli import main as mtm_command
 from mtm.config_checks import ConfigError, check_config
 from mtm.demo import demo_sessions, write_demo_session
 from mtm.ibl.bin_session import bin_session
 from mtm.ibl.errors import SessionDataError
 from mtm.ibl.fetch import fetch_session
 from mtm.ibl.one_cache import write_one_tables
+from mtm.evaluate import EvalConfig, evaluate_checkpoint
 from mtm.ibl.qc import QC_OUTPUTS, run_qc
+from mtm.io import CorruptFileError
+from mtm.train import TrainConfig, pretrain_sessions, train_session
 
 REPO = Path(__file__).resolve().parents[1]
 SESSION = demo_sessions(1)[0]
 EID = SESSION.eid
 SPIKE_TIMES = "alf/probe00/pykilosort/spikes.times.npy"
+TRAINING = TrainConfig(scheme="mtm-prompt", epochs=1)
 OTHER_EID = "824cf03d-4012-4ab1-b499-c83a92c5589e"
 
 
@@ -69,6 +74,10 @@ class Finished:
     def binned(self) -> Path:
         return self.out / "binned.parquet"
 
+    @property
+    def model(self) -> Path:
+        return self.out / "model"
+
     def with_cache(self, cache: Path) -> dict[str, Any]:
         return {**self.config, "one": {"mode": "local", "cache_dir": str(cache)}}
 
@@ -83,6 +92,7 @@ def finished(tmp_path_factory) -> Finished:
     fetch_session(EID, f.with_cache(f.cache), f.manifest)
     run_qc(f.manifest, config, f.qc_outputs)
     bin_session(manifest=f.manifest, **f.qc_outputs, config=config, output=f.binned)
+    train_session(f.binned, f.model, TRAINING)
     return f
 
 
@@ -113,6 +123,28 @@ def swapped(times: np.ndarray) -> np.ndarray:
     times = times.copy()
     times[[10, 11]] = times[[11, 10]] + np.array([0.0, 1e-3])  # the 11th spike now comes after the 12th
     return times
+
+
+def damaged_copy(path: Path, tmp: Path, damage: Callable[[bytes], bytes]) -> Path:
+    """A copy of a finished file with `damage` done to it."""
+    path = Path(shutil.copy(path, tmp / path.name))
+    path.write_bytes(damage(path.read_bytes()))
+    return path
+
+
+def truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def overwritten(data: bytes) -> bytes:
+    """The same size, with bytes in the middle of the file (a weight, or a compressed page) changed."""
+    middle = len(data) // 2
+    return data[:middle] + bytes(b ^ 0x5A for b in data[middle : middle + 64]) + data[middle + 64 :]
+
+
+def finetuned_by_command(f: Finished, tmp: Path, *, session: Path) -> Callable[[], Any]:
+    args = ["finetune", "--checkpoint", str(f.model), "--session", str(session), "--out", str(tmp / "out")]
+    return lambda: mtm_command(args)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,6 +231,25 @@ CASES = [
     ("unsorted spike times", SessionDataError,
      lambda f, tmp: (qc_of(f, damaged_cache(f, tmp, SPIKE_TIMES, swapped), tmp),
                      [EID, SPIKE_TIMES, "not sorted ascending", "index 11"])),
+    # files the workflow wrote, damaged, given to the next stage
+    ("damaged binned.parquet given to training", CorruptFileError,
+     lambda f, tmp: (lambda: train_session(damaged_copy(f.binned, tmp, overwritten), f.model, TRAINING),
+                     ["binned.parquet: unreadable as a binned session", "snakemake -f"])),
+    ("truncated binned.parquet given to pretraining", CorruptFileError,
+     lambda f, tmp: (lambda: pretrain_sessions([damaged_copy(f.binned, tmp, truncated)], f.model, TRAINING),
+                     ["binned.parquet: unreadable as a binned session", "snakemake -f"])),
+    ("qc's trials.parquet given as a binned session to evaluation", CorruptFileError,
+     lambda f, tmp: (lambda: evaluate_checkpoint(f.model, f.qc_outputs["trials"], f.out / "eval", EvalConfig(), setting="single"),
+                     ["trials.parquet: not a binned session", "binning"])),
+    # command-line arguments
+    ("mtm finetune --session given a file that is not Parquet", SystemExit,
+     lambda f, tmp: (finetuned_by_command(f, tmp, session=f.manifest),
+                     ["mtm finetune:", "manifest.json: unreadable as a binned session", "snakemake -f"])),
+    ("mtm finetune --session given a damaged binned.parquet", SystemExit,
+     lambda f, tmp: (finetuned_by_command(f, tmp, session=damaged_copy(f.binned, tmp, overwritten)),
+                     ["mtm finetune:", "binned.parquet: unreadable as a binned session"])),
+    ("mtm finetune --session given a file that does not exist", SystemExit,
+     lambda f, tmp: (finetuned_by_command(f, tmp, session=tmp / "binned.parquet"), ["--session", "binned.parquet: no such file"])),
 ]  # fmt: skip
 
 
@@ -211,3 +262,4 @@ def test_bad_input_fails_clearly_and_keeps_finished_outputs(finished, tmp_path, 
     for words in says:
         assert words in str(raised.value), f"{name}: {words!r} not in: {raised.value}"
     assert checksums(finished.out) == before, f"{name}: finished outputs changed"
+

@@ -24,6 +24,15 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+class CorruptFileError(RuntimeError):
+    """A file that a stage wrote cannot be read back as what it should be: truncated, damaged,
+    changed after it was written, or a file of another kind."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{path}: {problem}. If the workflow wrote it, rerun the rule that writes it: snakemake -f {path}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
