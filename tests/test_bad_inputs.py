@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,11 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+import safetensors.torch
+import torch
 import yaml
 
+from mtm.checkpoint import load_pretrained, load_state, read_config, save_state
 from mtm.cli import main as mtm_command
 from mtm.config_checks import ConfigError, check_config
 from mtm.demo import demo_sessions, write_demo_session
@@ -132,6 +136,13 @@ def damaged_copy(path: Path, tmp: Path, damage: Callable[[bytes], bytes]) -> Pat
     return path
 
 
+def damaged_model(f: Finished, tmp: Path, damage: Callable[[bytes], bytes], name: str = "model.safetensors") -> Path:
+    """A copy of the finished model's folder with `damage` done to its file `name`."""
+    model = shutil.copytree(f.model, tmp / "model")
+    (model / name).write_bytes(damage((model / name).read_bytes()))
+    return model
+
+
 def truncated(data: bytes) -> bytes:
     return data[: len(data) // 2]
 
@@ -142,8 +153,8 @@ def overwritten(data: bytes) -> bytes:
     return data[:middle] + bytes(b ^ 0x5A for b in data[middle : middle + 64]) + data[middle + 64 :]
 
 
-def finetuned_by_command(f: Finished, tmp: Path, *, session: Path) -> Callable[[], Any]:
-    args = ["finetune", "--checkpoint", str(f.model), "--session", str(session), "--out", str(tmp / "out")]
+def finetuned_by_command(f: Finished, tmp: Path, *, session: Path, checkpoint: Path | None = None) -> Callable[[], Any]:
+    args = ["finetune", "--checkpoint", str(checkpoint or f.model), "--session", str(session), "--out", str(tmp / "out")]
     return lambda: mtm_command(args)
 
 
@@ -241,6 +252,19 @@ CASES = [
     ("qc's trials.parquet given as a binned session to evaluation", CorruptFileError,
      lambda f, tmp: (lambda: evaluate_checkpoint(f.model, f.qc_outputs["trials"], f.out / "eval", EvalConfig(), setting="single"),
                      ["trials.parquet: not a binned session", "binning"])),
+    ("truncated model.safetensors given to evaluation", CorruptFileError,
+     lambda f, tmp: (lambda: evaluate_checkpoint(damaged_model(f, tmp, truncated), f.binned, f.out / "eval", EvalConfig(),
+                                                 setting="single"),
+                     ["model/model.safetensors: unreadable weights, truncated or damaged", "snakemake -f"])),
+    ("empty model.safetensors", CorruptFileError,
+     lambda f, tmp: (lambda: load_pretrained(damaged_model(f, tmp, lambda data: b"")),
+                     ["model.safetensors: unreadable weights", "snakemake -f"])),
+    ("weights overwritten inside model.safetensors", CorruptFileError,
+     lambda f, tmp: (lambda: load_pretrained(damaged_model(f, tmp, overwritten)),
+                     ["model.safetensors: the weights are not those written", "sha256", "snakemake -f"])),
+    ("a model's config.json that is not JSON", CorruptFileError,
+     lambda f, tmp: (lambda: read_config(damaged_model(f, tmp, truncated, "config.json")),
+                     ["config.json: not a model's config", "snakemake -f"])),
     # command-line arguments
     ("mtm finetune --session given a file that is not Parquet", SystemExit,
      lambda f, tmp: (finetuned_by_command(f, tmp, session=f.manifest),
@@ -250,6 +274,9 @@ CASES = [
                      ["mtm finetune:", "binned.parquet: unreadable as a binned session"])),
     ("mtm finetune --session given a file that does not exist", SystemExit,
      lambda f, tmp: (finetuned_by_command(f, tmp, session=tmp / "binned.parquet"), ["--session", "binned.parquet: no such file"])),
+    ("mtm finetune --checkpoint with truncated weights", SystemExit,
+     lambda f, tmp: (finetuned_by_command(f, tmp, session=f.binned, checkpoint=damaged_model(f, tmp, truncated)),
+                     ["mtm finetune:", "model.safetensors: unreadable weights"])),
 ]  # fmt: skip
 
 
@@ -263,3 +290,20 @@ def test_bad_input_fails_clearly_and_keeps_finished_outputs(finished, tmp_path, 
         assert words in str(raised.value), f"{name}: {words!r} not in: {raised.value}"
     assert checksums(finished.out) == before, f"{name}: finished outputs changed"
 
+
+def test_weights_written_before_checksums_load_with_a_warning(finished, tmp_path, caplog):
+    model = shutil.copytree(finished.model, tmp_path / "model")
+    weights = model / "model.safetensors"
+    safetensors.torch.save_file(safetensors.torch.load_file(weights), weights)  # no metadata, as they were
+    with caplog.at_level(logging.WARNING, logger="mtm.checkpoint"):
+        load_pretrained(model)
+    assert f"{weights}: no checksum recorded" in caplog.text
+
+
+def test_a_damaged_training_state_is_dropped_and_training_starts_afresh(tmp_path, caplog):
+    save_state(tmp_path, {"epoch": 3, "weights": torch.arange(1000.0)})
+    tensors = next(tmp_path.glob("tensors-*.safetensors"))
+    tensors.write_bytes(overwritten(tensors.read_bytes()))
+    with caplog.at_level(logging.WARNING, logger="mtm.checkpoint"):
+        assert load_state(tmp_path) is None
+    assert "cannot be read" in caplog.text and "the weights are not those written" in caplog.text
