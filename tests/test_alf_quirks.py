@@ -97,6 +97,8 @@ def test_camera_times_longer_than_frames(cache, tmp_path):
     retable(cache)
     _, verdict, session = run(cache, PLAIN.eid, tmp_path)
     assert verdict["whisker_camera"] == "left"
+    n = len(times)  # frames; timestamps: n + 5
+    assert f"whisker: left camera has {n + 5} timestamps for {n} frames; frames 0..{n - 1} were given timestamps 5..{n + 4} (the first 5 dropped)" in verdict["warnings"]
     behaviour = pd.read_parquet(tmp_path / "behaviour.parquet")
     whisker = behaviour[behaviour["signal"] == "whisker_motion_energy"]
     np.testing.assert_array_equal(whisker["times"].to_numpy(), times)  # the leading extra stamps dropped

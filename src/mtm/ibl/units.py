@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Any
 
 import numpy as np
@@ -98,9 +97,7 @@ def _probe_units(eid: str, probe: dict[str, Any], where: str, spikes, clusters, 
 
 def spike_times_file(session: LocalSession, collection: str) -> str:
     """The relative path of a sorting's spikes.times.npy, revision folder included."""
-    pattern = f"{collection}/*spikes.times.npy"
-    return next((d["rel_path"] for d in session.manifest["datasets"] if fnmatch.fnmatch(d["rel_path"], pattern)),
-                f"{collection}/spikes.times.npy")  # fmt: skip
+    return session.find(f"{collection}/*spikes.times.npy") or f"{collection}/spikes.times.npy"
 
 
 def check_spike_times(eid: str, rel_path: str, times: np.ndarray) -> None:
