@@ -29,7 +29,7 @@ from mtm.cli import main as mtm_command
 from mtm.config_checks import ConfigError, check_config
 from mtm.demo import demo_sessions, write_demo_session
 from mtm.ibl.bin_session import bin_session
-from mtm.ibl.errors import SessionDataError
+from mtm.ibl.errors import FetchError, SessionDataError
 from mtm.ibl.fetch import fetch_session
 from mtm.ibl.one_cache import write_one_tables
 from mtm.evaluate import EvalConfig, evaluate_checkpoint
@@ -107,6 +107,14 @@ def damaged_cache(f: Finished, tmp: Path, rel_path: str, damage: Callable[[np.nd
     path = cache / SESSION.rel_path / rel_path
     np.save(path, damage(np.load(path)))
     write_one_tables(cache, {SESSION.rel_path: EID}, hash_files=True)
+    return cache
+
+
+def truncated_in_copy(f: Finished, tmp: Path, rel_path: str) -> Path:
+    """A copy of the cache with one file cut short, its record left as it was (a killed copy)."""
+    cache = shutil.copytree(f.cache, tmp / "cache")
+    path = cache / SESSION.rel_path / rel_path
+    path.write_bytes(path.read_bytes()[:-800])
     return cache
 
 
@@ -233,6 +241,17 @@ CASES = [
     ("split fractions summing to 1.1, given to bin", ValueError,
      lambda f, tmp: (lambda: bin_session(manifest=f.manifest, **f.qc_outputs, output=f.binned,
                                          config={"splits": {"fractions": [0.8, 0.1, 0.2]}}), ["fractions", "sum to 1"])),
+    # caches and connections that fetch cannot use: each fails at its first attempt
+    ("a cache file truncated after its record was written", SessionDataError,
+     lambda f, tmp: (lambda: fetch_session(EID, f.with_cache(truncated_in_copy(f, tmp, SPIKE_TIMES)), f.manifest),
+                     [EID, SPIKE_TIMES, "the dataset record says", "truncated or corrupt"])),
+    ("an eid that the cache does not hold", FetchError,
+     lambda f, tmp: (lambda: fetch_session(OTHER_EID, f.with_cache(f.cache), f.manifest), [OTHER_EID, "no datasets found"])),
+    ("one.cache_dir without a ONE cache", FetchError,
+     lambda f, tmp: (lambda: fetch_session(EID, f.with_cache(tmp), f.manifest), ["no ONE cache tables", "one.cache_dir", str(tmp)])),
+    ("remote mode without credentials", FetchError,
+     lambda f, tmp: (lambda: fetch_session(EID, {"one": {"mode": "remote", "cache_dir": str(tmp)}}, f.manifest),
+                     ["no credentials", "one.username", "ALYX_LOGIN"])),
     # sessions whose files are bad, found at run time
     ("align_event that this session's trials lack", SessionDataError,
      lambda f, tmp: (lambda: run_qc(f.manifest, {**f.config, "binning": {"align_event": "stimOnTrigger_times"}}, f.qc_outputs),

@@ -171,3 +171,19 @@ def test_remote_fetch_retries_and_redownloads_corrupt_files(tmp_path, monkeypatc
     assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
     assert {d["rel_path"] for d in manifest["datasets"]} == set(files)
     assert "s3cret-Pw" not in (tmp_path / "manifest.json").read_text()
+
+
+def test_network_errors_of_requests_are_transient():
+    """ONE downloads through requests, whose ConnectionError and Timeout are not Python's."""
+    import requests
+
+    for error in (requests.exceptions.ConnectionError("reset"), requests.exceptions.ReadTimeout("slow")):
+        calls = []
+
+        def flaky():
+            calls.append(1)
+            if len(calls) == 1:
+                raise error
+            return "ok"
+
+        assert with_retries(flaky, what="x", retries=2, backoff_s=0) == "ok" and len(calls) == 2

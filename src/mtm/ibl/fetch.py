@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pandas as pd
+import requests
 
 from mtm.io import write_json
 from mtm.ibl.alf_check import check_alf_file
@@ -47,8 +48,14 @@ SORTING_FILES = re.compile(
 )
 ELECTRODE_FILES = re.compile(r"^electrodeSites\.(brainLocationIds_ccf_2017|mlapdv|localCoordinates)\.npy$")
 
-# Errors worth a retry: network hiccups and server-side failures, never missing datasets.
-TRANSIENT = (ConnectionError, TimeoutError)
+# Errors worth a retry: network hiccups (Python's, and those of requests, which ONE downloads
+# with) and, by their HTTP status, server-side failures (_is_transient). Nothing else is retried:
+# a corrupt or missing local file, a missing cache, missing credentials, an unknown eid fail at
+# once. The workflow's fetch rule has `retries: 0`, so this is the only retry.
+TRANSIENT = (
+    ConnectionError, TimeoutError,
+    requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError,
+)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,6 +195,7 @@ def with_retries(fn: Callable[[], Any], *, what: str, retries: int = 4, backoff_
 
 
 def _is_transient(err: Exception) -> bool:
+    """A network error, or an HTTP answer of 429 (too many requests) or 5xx (server error)."""
     if isinstance(err, TRANSIENT):
         return True
     response = getattr(err, "response", None)
