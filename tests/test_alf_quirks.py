@@ -206,7 +206,14 @@ def test_session_without_trials_or_sorting_is_unusable_not_broken(cache, tmp_pat
     _, verdict, session = run(cache, PLAIN.eid, tmp_path / "no-trials")
     assert not verdict["usable"] and verdict["reason"] == "no trials table" and session.counts.shape[0] == 0
     _, verdict, session = run(cache, REVISED.eid, tmp_path / "no-sorting")
-    assert not verdict["usable"] and verdict["reason"] == "no spike sorting" and session.counts.shape[2] == 0
+    assert not verdict["usable"] and session.counts.shape[2] == 0
+    assert verdict["reason"] == "no spike sorting by iblsorter, pykilosort or alf/probeXX (one.spike_sorter: null); the session has: none"
+
+
+def test_a_spike_sorter_the_session_lacks_is_named(demo_cache, tmp_path):
+    _, verdict, _ = run(demo_cache / "cache", PLAIN.eid, tmp_path, spike_sorter="kilosort4")
+    assert not verdict["usable"]
+    assert verdict["reason"] == "no spike sorting by one.spike_sorter 'kilosort4'; the session has: alf/probe00/pykilosort"
 
 
 def test_local_fetch_and_qc_write_nothing_into_the_cache(cache, tmp_path):

@@ -163,6 +163,12 @@ def select_datasets(
     return pd.concat(chosen).sort_values("rel_path").reset_index(drop=True), probes
 
 
+def spike_sortings(records: pd.DataFrame) -> list[str]:
+    """The collections of a session's dataset records that hold spike times (any revision)."""
+    found = records.rel_path.str.extract(r"^(?P<collection>.+?)/(?:#[^#]+#/)?spikes\.times\.npy$").collection
+    return sorted(found.dropna().unique())
+
+
 def _resolve_revisions(rec: pd.DataFrame, revision: str | None) -> pd.DataFrame:
     """Keep one revision per (collection, name): the default one, or the last one <= the pin."""
     if revision is None:
@@ -294,6 +300,8 @@ def _fetch(one, eid: str, settings: dict[str, Any]) -> dict[str, Any]:
         cache_dir=str(Path(one.cache_dir).resolve()),
         session_path=rel_session,
         revision_pin=settings.get("revision"),
+        spike_sorter=settings.get("spike_sorter"),
+        sortings_found=spike_sortings(records),
         probes=probes,
         datasets=datasets,
         one_version=one_package.__version__,

@@ -61,7 +61,7 @@ def run_qc(manifest_path: str | Path, config: dict[str, Any], outputs: dict[str,
     min_units, min_trials = int(units_cfg.get("min_units", 10)), int(trials_cfg.get("min_trials", 50))
     reasons = []
     if not manifest["probes"]:
-        reasons.append("no spike sorting")
+        reasons.append(no_sorting_reason(manifest))
     elif n_units < min_units:
         reasons.append(f"{n_units} selected units < min_units {min_units}")
     if len(trials) == 0:
@@ -91,6 +91,15 @@ def run_qc(manifest_path: str | Path, config: dict[str, Any], outputs: dict[str,
     write_json(outputs["qc"], {**verdict, "provenance": meta})
     log.info("%s: %s", eid, "usable" if verdict["usable"] else f"unusable ({verdict['reason']})")
     return verdict
+
+
+def no_sorting_reason(manifest: dict[str, Any]) -> str:
+    """Why fetch chose no spike sorting: the configured one.spike_sorter, or the default
+    preference, and the sortings the session has."""
+    sorter = manifest.get("spike_sorter")
+    wanted = f"one.spike_sorter {sorter!r}" if sorter else "iblsorter, pykilosort or alf/probeXX (one.spike_sorter: null)"
+    found = ", ".join(manifest.get("sortings_found") or []) or "none"
+    return f"no spike sorting by {wanted}; the session has: {found}"
 
 
 def _behaviour_table(wheel, whisker) -> pa.Table:
