@@ -11,7 +11,9 @@ config stops it before any job starts.
 from __future__ import annotations
 
 import copy
+import fcntl
 import hashlib
+import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -34,7 +36,7 @@ from mtm.ibl.fetch import fetch_session
 from mtm.ibl.one_cache import write_one_tables
 from mtm.evaluate import EvalConfig, evaluate_checkpoint
 from mtm.ibl.qc import QC_OUTPUTS, run_qc
-from mtm.io import CorruptFileError
+from mtm.io import CorruptFileError, write_json
 from mtm.train import TrainConfig, pretrain_sessions, train_session
 
 REPO = Path(__file__).resolve().parents[1]
@@ -326,3 +328,19 @@ def test_a_damaged_training_state_is_dropped_and_training_starts_afresh(tmp_path
     with caplog.at_level(logging.WARNING, logger="mtm.checkpoint"):
         assert load_state(tmp_path) is None
     assert "cannot be read" in caplog.text and "the weights are not those written" in caplog.text
+
+
+def test_a_killed_writes_temporary_file_goes_at_the_next_write_a_live_ones_stays(tmp_path):
+    output = tmp_path / "qc.json"
+    killed = tmp_path / ".qc.json.k1ll3d_x.tmp"  # what a write killed before its rename leaves
+    killed.write_text("{")
+    live = tmp_path / ".qc.json.l1ve_xyz.tmp"  # a writer still at work holds its lock
+    other = tmp_path / ".qc.json.bak.abcd1234.tmp"  # another output's (qc.json.bak)
+    for path in (live, other):
+        path.write_text("")
+    with open(live) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        write_json(output, {"usable": True})
+        assert not killed.exists() and live.exists() and other.exists()
+    assert json.loads(output.read_text()) == {"usable": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([output.name, live.name, other.name])

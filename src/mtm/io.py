@@ -1,13 +1,16 @@
 """Atomic file writes and provenance metadata shared by every stage.
 
 Every output is written to a temporary file in the destination folder, then renamed into place,
-so a killed job never leaves a file that looks finished.
+so a killed job never leaves a file that looks finished; the next write of that output removes
+the temporary file it left.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -35,18 +38,45 @@ class CorruptFileError(RuntimeError):
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    The writer holds an exclusive lock (flock) on its temporary file until it ends, or dies: the
+    temporary files of earlier writes of `path` that nobody holds were left by killed writers,
+    and are removed; those of live writers are left alone.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs are shared like any other file
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs are shared like any other file
+        _remove_abandoned_temporaries(path, Path(tmp))
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        os.close(fd)
+
+
+def _remove_abandoned_temporaries(path: Path, own: Path) -> None:
+    """Remove the temporary files beside `path` that atomic_path made for it and no writer holds."""
+    prefix = f".{path.name}."
+    for candidate in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        # mkstemp's random part has no dot: a dot means another output's temporary (".x.png.*" vs ".x.*")
+        if candidate == own or "." in candidate.name[len(prefix) : -len(".tmp")]:
+            continue
+        try:
+            fd = os.open(candidate, os.O_RDONLY)
+        except FileNotFoundError:  # its writer finished in the meantime
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            candidate.unlink(missing_ok=True)
+        except BlockingIOError:  # a live writer's
+            pass
+        finally:
+            os.close(fd)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
