@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import re
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -242,18 +243,46 @@ def fetch_session(eid: str, config: dict[str, Any], manifest_path: str | Path, *
     """
     settings = one_settings(config)
     secrets = secrets_of(settings)
-    one = one or connect(settings)
-    # Only downloads write to the cache: a local cache (perhaps read-only, shared) needs no lock.
-    lock = session_lock(Path(one.cache_dir), eid) if settings["mode"] == "remote" else contextlib.nullcontext()
-    try:
-        with lock:
-            manifest = _fetch(one, eid, settings)
-    except (FetchError, SessionDataError):
-        raise
-    except Exception as err:
-        raise FetchError(f"session {eid}: {redact(f'{type(err).__name__}: {err}', secrets)}") from None
+    with private_one_params(settings):
+        one = one or connect(settings)
+        # Only downloads write to the cache: a local cache (perhaps read-only, shared) needs no lock.
+        lock = session_lock(Path(one.cache_dir), eid) if settings["mode"] == "remote" else contextlib.nullcontext()
+        try:
+            with lock:
+                manifest = _fetch(one, eid, settings)
+        except (FetchError, SessionDataError):
+            raise
+        except Exception as err:
+            raise FetchError(f"session {eid}: {redact(f'{type(err).__name__}: {err}', secrets)}") from None
     write_json(manifest_path, manifest)
     return manifest
+
+
+@contextlib.contextmanager
+def private_one_params(settings: dict[str, Any]) -> Iterator[None]:
+    """With one.cache_dir set in remote mode, keep ONE out of the home folder while it works.
+
+    ONE keeps its parameters in ~/.one (HOME, read when it writes them) and, meeting a server for
+    the first time, makes ~/Downloads/ONE/<host> its download folder. Here HOME is a temporary
+    folder, deleted afterwards, in which cache_dir is registered for the server first, so ONE
+    writes only into cache_dir. Without cache_dir, ONE's own parameters and folders are used.
+    """
+    if settings["mode"] != "remote" or not settings.get("cache_dir"):
+        yield
+        return
+    import one.params
+
+    home = os.environ.get("HOME")
+    with tempfile.TemporaryDirectory(prefix="mtm-one-home-") as private:
+        os.environ["HOME"] = private
+        try:
+            one.params.setup(client=settings["base_url"], silent=True, cache_dir=settings["cache_dir"])
+            yield
+        finally:
+            if home is None:
+                del os.environ["HOME"]
+            else:
+                os.environ["HOME"] = home
 
 
 def _download(one, eid: str, rel_path: str) -> None:
