@@ -4,8 +4,9 @@ caches, files and command-line arguments.
 Each case asserts how it fails (the exception, or the exit status), that the message names the
 session, file or config key and what is wrong, and that no finished output was deleted or
 changed (checksums of every file of a finished session before and after). Most cases call the
-package; the Snakemake cases run the workflow on one finished tiny session, to show that a bad
-config stops it before any job starts.
+package (CASES); the Snakemake cases (WORKFLOW_CASES) run the workflow where one tiny session is
+finished, to show that a bad config stops it before any job starts and that fetch is not
+retried.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import hashlib
 import json
 import logging
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +28,7 @@ import pytest
 import safetensors.torch
 import torch
 import yaml
+from test_workflow import TINY, copy_workflow, spikes_files
 
 from mtm.checkpoint import load_pretrained, load_state, read_config, save_state
 from mtm.cli import main as mtm_command
@@ -344,3 +348,61 @@ def test_a_killed_writes_temporary_file_goes_at_the_next_write_a_live_ones_stays
         assert not killed.exists() and live.exists() and other.exists()
     assert json.loads(output.read_text()) == {"usable": True}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([output.name, live.name, other.name])
+
+
+# ----------------------------------------------------------------------------------------------
+# through Snakemake: (id, config overlay or None, the target, what the output says)
+
+BROKEN_EID = demo_sessions(3)[2].eid  # a session of the tiny config that is not finished
+WORKFLOW_CASES = [
+    ("reversed window", {"binning": {"window": [1.5, -0.5]}}, None, ["config: binning.window", "start < stop"]),
+    ("bin_size not dividing the window", {"binning": {"bin_size": 0.03}}, None,
+     ["binning.bin_size = 0.03", "not an integer multiple"]),
+    ("split fractions summing to 0.9", {"splits": {"fractions": [0.7, 0.1, 0.1]}}, None, ["config: splits.fractions", "sum to 1"]),
+    ("align_event misspelt", {"binning": {"align_event": "stimOnset_times"}}, None,
+     ["config: binning.align_event", "did you mean 'stimOn_times'"]),
+    ("duplicate eids in the session file", {"sessions": "sessions.txt"}, None, ["sessions.txt, line 2", "listed twice"]),
+    ("an eid that is not a UUID v4", {"sessions": [EID.replace("-4", "-1", 1)]}, None,
+     ["Error validating config file", "does not match"]),
+    ("a cache file truncated after its record was written, fetched", None, f"results/sessions/{BROKEN_EID}/manifest.json",
+     [f"session {BROKEN_EID}", "spikes.times.npy", "truncated or corrupt"]),
+]  # fmt: skip
+
+
+def run_workflow(wd: Path, target: str, overlay: dict[str, Any] | None = None, *extra: str) -> subprocess.CompletedProcess:
+    configfiles = [TINY]
+    if overlay is not None:
+        (wd / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+        configfiles.append("overlay.yaml")
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", *extra, target, "--configfile", *configfiles]
+    return subprocess.run(cmd, cwd=wd, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def workflow_done(tmp_path_factory) -> Path:
+    """A workflow folder where the tiny config's first session is fetched, QC'd and binned."""
+    wd = copy_workflow(tmp_path_factory.mktemp("workflow"))
+    result = run_workflow(wd, f"results/sessions/{EID}/binned.parquet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (wd / "sessions.txt").write_text(f"{EID}\n{EID}\n")
+    for path in spikes_files(wd, BROKEN_EID):
+        path.write_bytes(path.read_bytes()[:-800])  # the dataset record keeps the full size
+    return wd
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, overlay, target, says", WORKFLOW_CASES, ids=[c[0] for c in WORKFLOW_CASES])
+def test_bad_input_stops_the_workflow_and_keeps_finished_outputs(workflow_done, name, overlay, target, says):
+    finished = workflow_done / "results/sessions" / EID
+    before = checksums(finished)
+    # --retries 3: the user's retries do not make fetch retry what a retry cannot fix
+    result = run_workflow(workflow_done, target or f"results/sessions/{EID}/binned.parquet", overlay, "--retries", "3")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    for words in says:
+        assert words in output, f"{name}: {words!r} not in:\n{output[-3000:]}"
+    if target is None:  # stopped when the config was read
+        assert "Building DAG of jobs" not in output, output[-3000:]
+    else:
+        assert output.count("Error in rule fetch") == 1 and "Trying to restart" not in output, output[-3000:]
+    assert checksums(finished) == before, f"{name}: finished outputs changed"
