@@ -50,9 +50,9 @@ def finetune_config(checkpoint: Path, **overrides) -> TrainConfig:
 
 
 def finetune(args: argparse.Namespace) -> pd.DataFrame:
+    config = finetune_config(args.checkpoint, epochs=args.epochs, trainable=args.trainable, device=args.device)
     if not args.session.is_file():
         raise SystemExit(f"--session {args.session}: no such file; give a binned session (results/sessions/<eid>/binned.parquet)")
-    config = finetune_config(args.checkpoint, epochs=args.epochs, trainable=args.trainable, device=args.device)
     result = finetune_session(args.checkpoint, args.session, args.out, config, threads=args.threads)
     if result is None:
         raise SystemExit(f"{args.session}: not finetuned, see {args.out / 'config.json'}")
