@@ -90,12 +90,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_parquet(path: str | os.PathLike, table: pa.Table, metadata: dict[str, Any] | None = None) -> None:
-    """Write a pyarrow table (zstd) with `metadata` stored as JSON strings under `mtm.<key>`."""
+    """Write a pyarrow table (zstd, with a CRC of each page, which readers may verify) with
+    `metadata` stored as JSON strings under `mtm.<key>`."""
     if metadata:
         extra = {f"mtm.{k}".encode(): json.dumps(v, default=_json_default).encode() for k, v in metadata.items()}
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
 
 
 def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -150,7 +150,7 @@ def load_session(path: str | Path, *, true_rate: bool = True) -> SessionData:
         n_units = len(units)
         names = pq.read_schema(path).names
         columns = [c for c in names if true_rate or c != "true_rate"]
-        table = pq.read_table(path, columns=columns)
+        table = pq.read_table(path, columns=columns, page_checksum_verification=True)
         n_trials = table.num_rows
         return SessionData(
             counts=_unpack(table, "counts", (n_trials, n_bins, n_units)),
@@ -166,7 +166,7 @@ def load_session(path: str | Path, *, true_rate: bool = True) -> SessionData:
 def read_session_header(path: str | Path) -> SessionHeader:
     with _reading(path):
         meta = read_parquet_metadata(path)
-        trials = pq.read_table(path, columns=list(TRIAL_COLUMNS)).to_pandas()
+        trials = pq.read_table(path, columns=list(TRIAL_COLUMNS), page_checksum_verification=True).to_pandas()
         return SessionHeader(trials=trials, units=pd.DataFrame(meta["units"]), meta=meta)
 
 
@@ -174,7 +174,7 @@ def read_counts(path: str | Path) -> np.ndarray:
     """The session's spike counts alone, (n_trials, n_bins, n_units) uint8/uint16."""
     with _reading(path):
         meta = read_parquet_metadata(path)
-        table = pq.read_table(path, columns=["counts"])
+        table = pq.read_table(path, columns=["counts"], page_checksum_verification=True)
         return _unpack(table, "counts", (table.num_rows, int(meta["binning"]["n_bins"]), len(meta["units"]["uuid"])))
 
 
