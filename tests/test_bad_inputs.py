@@ -34,11 +34,11 @@ from mtm.checkpoint import load_pretrained, load_state, read_config, save_state
 from mtm.cli import main as mtm_command
 from mtm.config_checks import ConfigError, check_config
 from mtm.demo import demo_sessions, write_demo_session
+from mtm.evaluate import EvalConfig, evaluate_checkpoint
 from mtm.ibl.bin_session import bin_session
 from mtm.ibl.errors import FetchError, SessionDataError
 from mtm.ibl.fetch import fetch_session
 from mtm.ibl.one_cache import write_one_tables
-from mtm.evaluate import EvalConfig, evaluate_checkpoint
 from mtm.ibl.qc import QC_OUTPUTS, run_qc
 from mtm.io import CorruptFileError, write_json
 from mtm.train import TrainConfig, pretrain_sessions, train_session
@@ -66,7 +66,8 @@ def checksums(root: Path) -> dict[str, str]:
 
 @dataclass
 class Finished:
-    """One demo session's cache, and its finished outputs: the manifest, qc's and bin's."""
+    """One demo session's cache, and its finished outputs: fetch's manifest, qc's and bin's
+    files, and a model trained on it for one epoch."""
 
     cache: Path
     out: Path  # every finished output, and nothing else
@@ -124,11 +125,10 @@ def truncated_in_copy(f: Finished, tmp: Path, rel_path: str) -> Path:
     return cache
 
 
-def qc_of(f: Finished, cache: Path, tmp: Path, config: dict[str, Any] | None = None) -> Callable[[], Any]:
+def qc_of(f: Finished, cache: Path, tmp: Path) -> Callable[[], Any]:
     """qc of the session fetched from `cache`, writing over the finished qc outputs."""
-    config = config or f.with_cache(cache)
     fetch_session(EID, f.with_cache(cache), tmp / "manifest.json")
-    return lambda: run_qc(tmp / "manifest.json", config, f.qc_outputs)
+    return lambda: run_qc(tmp / "manifest.json", f.config, f.qc_outputs)
 
 
 def with_nan(times: np.ndarray) -> np.ndarray:
@@ -137,9 +137,9 @@ def with_nan(times: np.ndarray) -> np.ndarray:
     return times
 
 
-def swapped(times: np.ndarray) -> np.ndarray:
+def unsorted(times: np.ndarray) -> np.ndarray:
     times = times.copy()
-    times[[10, 11]] = times[[11, 10]] + np.array([0.0, 1e-3])  # the 11th spike now comes after the 12th
+    times[11] = times[10] - 1e-3  # spike 11 now 1 ms before spike 10
     return times
 
 
@@ -266,7 +266,7 @@ CASES = [
     ("NaN spike times", SessionDataError,
      lambda f, tmp: (qc_of(f, damaged_cache(f, tmp, SPIKE_TIMES, with_nan), tmp), [EID, SPIKE_TIMES, "1 spike times are NaN"])),
     ("unsorted spike times", SessionDataError,
-     lambda f, tmp: (qc_of(f, damaged_cache(f, tmp, SPIKE_TIMES, swapped), tmp),
+     lambda f, tmp: (qc_of(f, damaged_cache(f, tmp, SPIKE_TIMES, unsorted), tmp),
                      [EID, SPIKE_TIMES, "not sorted ascending", "index 11"])),
     # files the workflow wrote, damaged, given to the next stage
     ("damaged binned.parquet given to training", CorruptFileError,
