@@ -97,6 +97,8 @@ def test_camera_times_longer_than_frames(cache, tmp_path):
     retable(cache)
     _, verdict, session = run(cache, PLAIN.eid, tmp_path)
     assert verdict["whisker_camera"] == "left"
+    n = len(times)  # frames; timestamps: n + 5
+    assert f"whisker: left camera has {n + 5} timestamps for {n} frames; frames 0..{n - 1} were given timestamps 5..{n + 4} (the first 5 dropped)" in verdict["warnings"]
     behaviour = pd.read_parquet(tmp_path / "behaviour.parquet")
     whisker = behaviour[behaviour["signal"] == "whisker_motion_energy"]
     np.testing.assert_array_equal(whisker["times"].to_numpy(), times)  # the leading extra stamps dropped
@@ -204,7 +206,14 @@ def test_session_without_trials_or_sorting_is_unusable_not_broken(cache, tmp_pat
     _, verdict, session = run(cache, PLAIN.eid, tmp_path / "no-trials")
     assert not verdict["usable"] and verdict["reason"] == "no trials table" and session.counts.shape[0] == 0
     _, verdict, session = run(cache, REVISED.eid, tmp_path / "no-sorting")
-    assert not verdict["usable"] and verdict["reason"] == "no spike sorting" and session.counts.shape[2] == 0
+    assert not verdict["usable"] and session.counts.shape[2] == 0
+    assert verdict["reason"] == "no spike sorting by iblsorter, pykilosort or alf/probeXX (one.spike_sorter: null); the session has: none"
+
+
+def test_a_spike_sorter_the_session_lacks_is_named(demo_cache, tmp_path):
+    _, verdict, _ = run(demo_cache / "cache", PLAIN.eid, tmp_path, spike_sorter="kilosort4")
+    assert not verdict["usable"]
+    assert verdict["reason"] == "no spike sorting by one.spike_sorter 'kilosort4'; the session has: alf/probe00/pykilosort"
 
 
 def test_local_fetch_and_qc_write_nothing_into_the_cache(cache, tmp_path):

@@ -1,6 +1,7 @@
 """Dataset choice, revisions and connection failures of the fetch stage (no cache needed)."""
 
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -171,3 +172,29 @@ def test_remote_fetch_retries_and_redownloads_corrupt_files(tmp_path, monkeypatc
     assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
     assert {d["rel_path"] for d in manifest["datasets"]} == set(files)
     assert "s3cret-Pw" not in (tmp_path / "manifest.json").read_text()
+
+
+def test_network_errors_of_requests_are_transient():
+    """ONE downloads through requests, whose ConnectionError and Timeout are not Python's."""
+    import requests
+
+    for error in (requests.exceptions.ConnectionError("reset"), requests.exceptions.ReadTimeout("slow")):
+        calls = []
+
+        def flaky():
+            calls.append(1)
+            if len(calls) == 1:
+                raise error
+            return "ok"
+
+        assert with_retries(flaky, what="x", retries=2, backoff_s=0) == "ok" and len(calls) == 2
+
+
+def test_remote_mode_with_a_cache_dir_writes_nothing_in_the_home_folder(isolated_home, tmp_path):
+    """ONE would write ~/.one and make ~/Downloads/ONE/<host>: with one.cache_dir set, neither."""
+    config = {"one": {"mode": "remote", "base_url": "http://127.0.0.1:9", "username": "u", "password": "s3cret-Pw",
+                      "cache_dir": str(tmp_path / "cache")}}  # fmt: skip
+    with pytest.raises(FetchError, match="cannot reach the IBL server"):
+        fetch_session("d57df551-6dcb-4242-9c72-b806cff5613a", config, tmp_path / "manifest.json")
+    assert list(isolated_home.iterdir()) == []
+    assert Path.home() == isolated_home  # HOME is given back

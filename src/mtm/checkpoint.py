@@ -10,26 +10,38 @@ splits it into a tensors file and `latest.json`, the rest of the tree with a pla
 tensor and the name of the tensors file. Each file is written atomically and a new tensors file
 gets a fresh name, so until `latest.json` is replaced it names the previous, complete tensors
 file: a process killed at any point leaves the previous or the new state, never a mix.
+
+Every tensors file records a sha256 of its tensors in its header (`__metadata__`, key
+`mtm.sha256`), and reading one checks it: weights altered after they were written, or a
+damaged file, raise CorruptFileError naming the file. Files written before checksums load with
+a warning. A training state that cannot be read is dropped with a warning (the run starts
+afresh, to the same result).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import safetensors.torch
 import torch
 from torch import nn
 
-from mtm.io import atomic_path, write_json
+from mtm.io import CorruptFileError, atomic_path, write_json
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "latest.json"
+CHECKSUM_KEY = "mtm.sha256"  # in a tensors file's header metadata: tensors_sha256 of its tensors
 
 # markers of what JSON cannot hold as such
 _TENSOR, _TUPLE, _ITEMS = "__tensor__", "__tuple__", "__items__"
@@ -66,7 +78,42 @@ def save_skipped(directory: str | Path, reason: str, metadata: dict[str, Any]) -
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
-    return json.loads((Path(directory) / CONFIG_FILE).read_text())
+    path = Path(directory) / CONFIG_FILE
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:  # not JSON, or not text
+        raise CorruptFileError(path, f"not a model's config ({type(err).__name__}: {err})") from None
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, checked against the sha256 recorded when it was written.
+
+    CorruptFileError when the file cannot be read or its tensors differ from those written; a file
+    without a checksum (written before they were recorded) loads with a warning.
+    """
+    path = Path(path)
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as weights:
+            recorded = (weights.metadata() or {}).get(CHECKSUM_KEY)
+            tensors = {name: weights.get_tensor(name) for name in weights.keys()}
+    except safetensors.SafetensorError as err:
+        raise CorruptFileError(path, f"unreadable weights, truncated or damaged ({err})") from None
+    if recorded is None:
+        log.warning("%s: no checksum recorded (written before they were): the weights cannot be verified", path)
+    elif tensors_sha256(tensors) != recorded:
+        raise CorruptFileError(path, "the weights are not those written: their sha256 differs from the one recorded in "
+                               "the file, which was changed after it was written")  # fmt: skip
+    return tensors
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 (hex) of tensors: each one's name, dtype, shape and bytes (C order), in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def load_pretrained(directory: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
@@ -80,7 +127,7 @@ def load_pretrained(directory: str | Path, *, device: str | torch.device = "cpu"
         raise ValueError(f"{directory}: unknown model class {config['model_class']!r}, known: {sorted(classes)}")
     model_cls, config_cls = classes[config["model_class"]]
     model = model_cls(config_cls(**config["model_config"]))
-    model.load_state_dict(safetensors.torch.load_file(str(directory / WEIGHTS_FILE)))
+    model.load_state_dict(read_weights(directory / WEIGHTS_FILE))
     return model.to(device).eval()
 
 
@@ -105,12 +152,17 @@ def save_state(directory: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_state(directory: str | Path) -> dict[str, Any] | None:
-    """The training state last saved in `directory`, or None if there is none."""
+    """The training state last saved in `directory`, or None if there is none, or if it cannot
+    be read (with a warning: resuming only saves time, and a fresh run ends the same)."""
     directory = Path(directory)
     if not (directory / STATE_FILE).exists():
         return None
-    saved = json.loads((directory / STATE_FILE).read_text())
-    tensors = safetensors.torch.load_file(str(directory / saved["tensors"]))
+    try:
+        saved = json.loads((directory / STATE_FILE).read_text())
+        tensors = read_weights(directory / saved["tensors"])
+    except (CorruptFileError, OSError, ValueError, KeyError) as err:  # a damaged or half-deleted state
+        log.warning("the saved training state in %s cannot be read (%s); starting afresh", directory, err)
+        return None
     return _join(saved["state"], tensors)
 
 
@@ -126,7 +178,7 @@ def _cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
 def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     # bytes written by us, so that atomic_path's file permissions stick
     with atomic_path(path) as tmp:
-        tmp.write_bytes(safetensors.torch.save(tensors))
+        tmp.write_bytes(safetensors.torch.save(tensors, metadata={CHECKSUM_KEY: tensors_sha256(tensors)}))
 
 
 def _split(obj: Any, tensors: dict[str, torch.Tensor], key: str) -> Any:

@@ -29,6 +29,7 @@ import pandas as pd
 from mtm.authors import AuthorsWeightsError, import_authors_ndt1, read_state_dict, save_imported
 from mtm.checkpoint import read_config
 from mtm.evaluate import EvalConfig, evaluate_checkpoint
+from mtm.io import CorruptFileError
 from mtm.runtime import keep_freed_memory
 from mtm.train import TRAINABLE, TrainConfig, finetune_session
 
@@ -50,6 +51,8 @@ def finetune_config(checkpoint: Path, **overrides) -> TrainConfig:
 
 def finetune(args: argparse.Namespace) -> pd.DataFrame:
     config = finetune_config(args.checkpoint, epochs=args.epochs, trainable=args.trainable, device=args.device)
+    if not args.session.is_file():
+        raise SystemExit(f"--session {args.session}: no such file; give a binned session (results/sessions/<eid>/binned.parquet)")
     result = finetune_session(args.checkpoint, args.session, args.out, config, threads=args.threads)
     if result is None:
         raise SystemExit(f"{args.session}: not finetuned, see {args.out / 'config.json'}")
@@ -113,7 +116,10 @@ def main(argv: list[str] | None = None) -> None:
         print(import_authors(args), file=sys.stdout)
         return
     keep_freed_memory()
-    summary = finetune(args)
+    try:
+        summary = finetune(args)
+    except CorruptFileError as error:  # a damaged or foreign --session or --checkpoint file
+        raise SystemExit(f"mtm finetune: {error}") from None
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"), file=sys.stdout)
 
 

@@ -19,6 +19,7 @@ order), session (usable, reason, ...).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mtm.io import read_parquet_metadata, write_parquet
+from mtm.io import CorruptFileError, read_parquet_metadata, write_parquet
 
 TRIAL_COLUMNS = {
     "trial_index": pa.int64(),
@@ -140,37 +141,56 @@ def _fixed_lists(array: np.ndarray, width: int) -> pa.Array:
 
 
 def load_session(path: str | Path, *, true_rate: bool = True) -> SessionData:
-    """Read a binned session into arrays (about 0.2 s for 700 units x 800 trials)."""
-    meta = read_parquet_metadata(path)
-    n_bins = int(meta["binning"]["n_bins"])
-    units = pd.DataFrame(meta["units"])
-    n_units = len(units)
-    names = pq.read_schema(path).names
-    columns = [c for c in names if true_rate or c != "true_rate"]
-    table = pq.read_table(path, columns=columns)
-    n_trials = table.num_rows
-    return SessionData(
-        counts=_unpack(table, "counts", (n_trials, n_bins, n_units)),
-        wheel_speed=_unpack(table, "wheel_speed", (n_trials, n_bins)),
-        whisker_motion_energy=_unpack(table, "whisker_motion_energy", (n_trials, n_bins)),
-        true_rate=_unpack(table, "true_rate", (n_trials, n_bins, n_units)) if "true_rate" in columns else None,
-        trials=table.select(list(TRIAL_COLUMNS)).to_pandas(),
-        units=units,
-        meta=meta,
-    )
+    """Read a binned session into arrays (about 0.2 s for 700 units x 800 trials).
+    CorruptFileError, naming the file, when it cannot be read as one."""
+    with _reading(path):
+        meta = read_parquet_metadata(path)
+        n_bins = int(meta["binning"]["n_bins"])
+        units = pd.DataFrame(meta["units"])
+        n_units = len(units)
+        names = pq.read_schema(path).names
+        columns = [c for c in names if true_rate or c != "true_rate"]
+        table = pq.read_table(path, columns=columns, page_checksum_verification=True)
+        n_trials = table.num_rows
+        return SessionData(
+            counts=_unpack(table, "counts", (n_trials, n_bins, n_units)),
+            wheel_speed=_unpack(table, "wheel_speed", (n_trials, n_bins)),
+            whisker_motion_energy=_unpack(table, "whisker_motion_energy", (n_trials, n_bins)),
+            true_rate=_unpack(table, "true_rate", (n_trials, n_bins, n_units)) if "true_rate" in columns else None,
+            trials=table.select(list(TRIAL_COLUMNS)).to_pandas(),
+            units=units,
+            meta=meta,
+        )
 
 
 def read_session_header(path: str | Path) -> SessionHeader:
-    meta = read_parquet_metadata(path)
-    trials = pq.read_table(path, columns=list(TRIAL_COLUMNS)).to_pandas()
-    return SessionHeader(trials=trials, units=pd.DataFrame(meta["units"]), meta=meta)
+    with _reading(path):
+        meta = read_parquet_metadata(path)
+        trials = pq.read_table(path, columns=list(TRIAL_COLUMNS), page_checksum_verification=True).to_pandas()
+        return SessionHeader(trials=trials, units=pd.DataFrame(meta["units"]), meta=meta)
 
 
 def read_counts(path: str | Path) -> np.ndarray:
     """The session's spike counts alone, (n_trials, n_bins, n_units) uint8/uint16."""
-    meta = read_parquet_metadata(path)
-    table = pq.read_table(path, columns=["counts"])
-    return _unpack(table, "counts", (table.num_rows, int(meta["binning"]["n_bins"]), len(meta["units"]["uuid"])))
+    with _reading(path):
+        meta = read_parquet_metadata(path)
+        table = pq.read_table(path, columns=["counts"], page_checksum_verification=True)
+        return _unpack(table, "counts", (table.num_rows, int(meta["binning"]["n_bins"]), len(meta["units"]["uuid"])))
+
+
+@contextlib.contextmanager
+def _reading(path: str | Path):
+    """Turn what a damaged or foreign file raises while it is read as a binned session (Arrow's
+    errors, ZSTD's OSError, missing metadata keys or columns, arrays of the wrong size) into a
+    CorruptFileError naming it. A missing file stays a FileNotFoundError."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except KeyError as err:
+        raise CorruptFileError(path, f"not a binned session: it lacks {err} (metadata or column)") from None
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise CorruptFileError(path, f"unreadable as a binned session ({type(err).__name__}: {err})") from None
 
 
 def _unpack(table: pa.Table, name: str, shape: tuple[int, ...]) -> np.ndarray:

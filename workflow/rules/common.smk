@@ -6,10 +6,13 @@ from snakemake.utils import validate
 
 sys.path.append(str(Path(workflow.basedir) / "src"))  # mtm from src/ when not installed
 from mtm.code_hash import code_hash
+from mtm.config_checks import check_config, read_eids
 
 CONDA_ENV = "../../envs/mtm.yaml"
 
+# Every value that cannot work stops the run here, before a job starts (mtm.config_checks).
 validate(config, schema="../schemas/config.schema.yaml")
+check_config(config)
 
 DEMO_CACHE = "results/demo/one_cache"
 DEMO_TRUTH = "results/demo/truth"
@@ -26,10 +29,7 @@ def session_eids():
         from mtm.demo import demo_sessions
 
         return [s.eid for s in demo_sessions(config["demo"]["n_sessions"])]
-    if isinstance(sessions, str):
-        lines = Path(sessions).read_text().split()
-        return [line for line in lines if line and not line.startswith("#")]
-    return list(sessions)
+    return read_eids(sessions, "sessions")
 
 
 def script_code(script):
@@ -58,8 +58,7 @@ def heldout_eids():
         from mtm.demo.sessions import test_eids
 
         return [eid for eid in EIDS if eid in test_eids()]
-    if isinstance(heldout, str):
-        heldout = Path(heldout).read_text().split()
+    heldout = read_eids(heldout, "multisession.heldout")
     unknown = sorted(set(heldout) - set(EIDS))
     if unknown:
         raise ValueError(

@@ -8,7 +8,9 @@ rule fetch:
         manifest="results/sessions/{eid}/manifest.json",
     log:
         "results/logs/fetch/{eid}.log",
-    retries: 2
+    # fetch retries transient network errors itself, with backoff (one.retries); what is left
+    # (a corrupt file, no cache, no credentials, an unknown eid) would fail again
+    retries: 0
     conda:
         CONDA_ENV
     threads: 1

@@ -67,7 +67,9 @@ def load_whisker_energy(session: LocalSession, warnings: list[str]) -> tuple[np.
 
     loader = SessionLoader(one=session.one, eid=session.eid)
     for view in ("left", "right"):
-        if not (session.has(f"alf/*{view}Camera.ROIMotionEnergy.npy") and session.has(f"alf/*_ibl_{view}Camera.times.npy")):
+        energy_file = session.find(f"alf/*{view}Camera.ROIMotionEnergy.npy")
+        times_file = session.find(f"alf/*_ibl_{view}Camera.times.npy")
+        if not (energy_file and times_file):
             warnings.append(f"whisker: no {view} camera motion energy")
             continue
         try:
@@ -75,6 +77,11 @@ def load_whisker_energy(session: LocalSession, warnings: list[str]) -> tuple[np.
         except ValueError as err:  # camera times shorter than frames: unusable view
             warnings.append(f"whisker: {view} camera unusable ({err})")
             continue
+        n_frames, n_times = (np.load(session.path / f, mmap_mode="r").shape[0] for f in (energy_file, times_file))
+        if n_times > n_frames:  # ibllib keeps the last n_frames timestamps (frames lost at the start)
+            dropped = n_times - n_frames
+            warnings.append(f"whisker: {view} camera has {n_times} timestamps for {n_frames} frames; frames 0..{n_frames - 1} "
+                            f"were given timestamps {dropped}..{n_times - 1} (the first {dropped} dropped)")  # fmt: skip
         frame = loader.motion_energy[f"{view}Camera"]
         return frame["times"].to_numpy(float), frame["whiskerMotionEnergy"].to_numpy(np.float32), view
     return None

@@ -16,21 +16,25 @@ import pandas as pd
 
 from mtm.binning import bin_signal, bin_spikes, n_bins
 from mtm.io import provenance
+from mtm.ibl.errors import SessionDataError
 from mtm.ibl.local_session import open_session, read_manifest
 from mtm.ibl.qc import read_behaviour
-from mtm.ibl.trials import signed_contrast
+from mtm.ibl.trials import check_align_event, signed_contrast
 from mtm.ibl.units import load_spikes
 from mtm.session import BEHAVIOUR_SIGNALS, write_session
-from mtm.splits import split_trials
+from mtm.splits import check_fractions, split_trials
 
 log = logging.getLogger(__name__)
 
 
 def binning_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The `binning` section with its defaults; ValueError when it cannot work (see n_bins,
+    check_align_event)."""
     b = config.get("binning", {})
     window = tuple(float(w) for w in b.get("window", (-0.5, 1.5)))
     bin_size = float(b.get("bin_size", 0.02))
-    return dict(align_event=b.get("align_event", "stimOn_times"), window=list(window), bin_size=bin_size, n_bins=n_bins(window, bin_size))
+    align_event = check_align_event(b.get("align_event", "stimOn_times"))
+    return dict(align_event=align_event, window=list(window), bin_size=bin_size, n_bins=n_bins(window, bin_size))
 
 
 def bin_session(
@@ -45,15 +49,20 @@ def bin_session(
     truth: str | Path | None = None,
 ) -> None:
     """Bin one session's kept trials and selected units; write `output` (see mtm.session)."""
-    verdict = json.loads(Path(qc).read_text())
-    man = read_manifest(manifest)
-    eid = man["eid"]
     params = binning_params(config)
     split_cfg = config.get("splits", {})
     seed = int(split_cfg.get("seed", 42))
-    fractions = tuple(split_cfg.get("fractions", (0.7, 0.1, 0.2)))
+    fractions = check_fractions(split_cfg.get("fractions", (0.7, 0.1, 0.2))).tolist()
+    verdict = json.loads(Path(qc).read_text())
+    man = read_manifest(manifest)
+    eid = man["eid"]
     unit_table = pd.read_parquet(units)
     trial_table = pd.read_parquet(trials)
+    if params["align_event"] not in trial_table:
+        raise SessionDataError(
+            eid, str(trials), f"no column {params['align_event']!r} (binning.align_event): qc wrote it for another "
+            "binning; rerun qc with this config",
+        )  # fmt: skip
     if verdict["usable"]:
         unit_table = unit_table[unit_table["selected"]].reset_index(drop=True)
         trial_table = trial_table[trial_table["keep"]].reset_index(drop=True)
@@ -111,7 +120,7 @@ def bin_session(
             whisker_camera=verdict.get("whisker_camera"),
             wheel=verdict.get("wheel"),
             split_seed=seed,
-            split_fractions=list(fractions),
+            split_fractions=fractions,
         ),
     )
     write_session(

@@ -15,12 +15,14 @@ import fcntl
 import logging
 import os
 import re
+import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pandas as pd
+import requests
 
 from mtm.io import write_json
 from mtm.ibl.alf_check import check_alf_file
@@ -47,8 +49,14 @@ SORTING_FILES = re.compile(
 )
 ELECTRODE_FILES = re.compile(r"^electrodeSites\.(brainLocationIds_ccf_2017|mlapdv|localCoordinates)\.npy$")
 
-# Errors worth a retry: network hiccups and server-side failures, never missing datasets.
-TRANSIENT = (ConnectionError, TimeoutError)
+# Errors worth a retry: network hiccups (Python's, and those of requests, which ONE downloads
+# with) and, by their HTTP status, server-side failures (_is_transient). Nothing else is retried:
+# a corrupt or missing local file, a missing cache, missing credentials, an unknown eid fail at
+# once. The workflow's fetch rule has `retries: 0`, so this is the only retry.
+TRANSIENT = (
+    ConnectionError, TimeoutError,
+    requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError,
+)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------
@@ -156,6 +164,12 @@ def select_datasets(
     return pd.concat(chosen).sort_values("rel_path").reset_index(drop=True), probes
 
 
+def spike_sortings(records: pd.DataFrame) -> list[str]:
+    """The collections of a session's dataset records that hold spike times (any revision)."""
+    found = records.rel_path.str.extract(r"^(?P<collection>.+?)/(?:#[^#]+#/)?spikes\.times\.npy$").collection
+    return sorted(found.dropna().unique())
+
+
 def _resolve_revisions(rec: pd.DataFrame, revision: str | None) -> pd.DataFrame:
     """Keep one revision per (collection, name): the default one, or the last one <= the pin."""
     if revision is None:
@@ -188,6 +202,7 @@ def with_retries(fn: Callable[[], Any], *, what: str, retries: int = 4, backoff_
 
 
 def _is_transient(err: Exception) -> bool:
+    """A network error, or an HTTP answer of 429 (too many requests) or 5xx (server error)."""
     if isinstance(err, TRANSIENT):
         return True
     response = getattr(err, "response", None)
@@ -228,18 +243,46 @@ def fetch_session(eid: str, config: dict[str, Any], manifest_path: str | Path, *
     """
     settings = one_settings(config)
     secrets = secrets_of(settings)
-    one = one or connect(settings)
-    # Only downloads write to the cache: a local cache (perhaps read-only, shared) needs no lock.
-    lock = session_lock(Path(one.cache_dir), eid) if settings["mode"] == "remote" else contextlib.nullcontext()
-    try:
-        with lock:
-            manifest = _fetch(one, eid, settings)
-    except (FetchError, SessionDataError):
-        raise
-    except Exception as err:
-        raise FetchError(f"session {eid}: {redact(f'{type(err).__name__}: {err}', secrets)}") from None
+    with private_one_params(settings):
+        one = one or connect(settings)
+        # Only downloads write to the cache: a local cache (perhaps read-only, shared) needs no lock.
+        lock = session_lock(Path(one.cache_dir), eid) if settings["mode"] == "remote" else contextlib.nullcontext()
+        try:
+            with lock:
+                manifest = _fetch(one, eid, settings)
+        except (FetchError, SessionDataError):
+            raise
+        except Exception as err:
+            raise FetchError(f"session {eid}: {redact(f'{type(err).__name__}: {err}', secrets)}") from None
     write_json(manifest_path, manifest)
     return manifest
+
+
+@contextlib.contextmanager
+def private_one_params(settings: dict[str, Any]) -> Iterator[None]:
+    """With one.cache_dir set in remote mode, keep ONE out of the home folder while it works.
+
+    ONE keeps its parameters in ~/.one (HOME, read when it writes them) and, meeting a server for
+    the first time, makes ~/Downloads/ONE/<host> its download folder. Here HOME is a temporary
+    folder, deleted afterwards, in which cache_dir is registered for the server first, so ONE
+    writes only into cache_dir. Without cache_dir, ONE's own parameters and folders are used.
+    """
+    if settings["mode"] != "remote" or not settings.get("cache_dir"):
+        yield
+        return
+    import one.params
+
+    home = os.environ.get("HOME")
+    with tempfile.TemporaryDirectory(prefix="mtm-one-home-") as private:
+        os.environ["HOME"] = private
+        try:
+            one.params.setup(client=settings["base_url"], silent=True, cache_dir=settings["cache_dir"])
+            yield
+        finally:
+            if home is None:
+                del os.environ["HOME"]
+            else:
+                os.environ["HOME"] = home
 
 
 def _download(one, eid: str, rel_path: str) -> None:
@@ -286,6 +329,8 @@ def _fetch(one, eid: str, settings: dict[str, Any]) -> dict[str, Any]:
         cache_dir=str(Path(one.cache_dir).resolve()),
         session_path=rel_session,
         revision_pin=settings.get("revision"),
+        spike_sorter=settings.get("spike_sorter"),
+        sortings_found=spike_sortings(records),
         probes=probes,
         datasets=datasets,
         one_version=one_package.__version__,

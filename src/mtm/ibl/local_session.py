@@ -37,7 +37,12 @@ class LocalSession:
         return Path(self.manifest["cache_dir"]) / self.manifest["session_path"]
 
     def has(self, rel_path_pattern: str) -> bool:
-        return any(fnmatch.fnmatch(d["rel_path"], rel_path_pattern) for d in self.manifest["datasets"])
+        return self.find(rel_path_pattern) is not None
+
+    def find(self, rel_path_pattern: str) -> str | None:
+        """The relative path of the first dataset of the manifest that matches the pattern (fnmatch)."""
+        paths = (d["rel_path"] for d in self.manifest["datasets"])
+        return next((path for path in paths if fnmatch.fnmatch(path, rel_path_pattern)), None)
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import pyarrow as pa
 from mtm.io import provenance, write_json, write_parquet
 from mtm.ibl.behaviour import load_whisker_energy, load_wheel_speed
 from mtm.ibl.local_session import open_session, read_manifest
-from mtm.ibl.trials import EXCLUSION_REASONS, filter_trials, load_trials
+from mtm.ibl.trials import EXCLUSION_REASONS, check_align_event, filter_trials, load_trials
 from mtm.ibl.units import load_units, select_units
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,11 @@ QC_OUTPUTS = ("units", "trials", "behaviour", "qc")
 
 def run_qc(manifest_path: str | Path, config: dict[str, Any], outputs: dict[str, str | Path]) -> dict[str, Any]:
     """QC one session. outputs: paths for 'units', 'trials', 'behaviour' (Parquet) and 'qc' (JSON)."""
+    units_cfg, trials_cfg = config.get("units", {}), config.get("trials", {})
+    align_event = check_align_event(config.get("binning", {}).get("align_event", "stimOn_times"))
     manifest = read_manifest(manifest_path)
     session = open_session(manifest)
     eid = session.eid
-    units_cfg, trials_cfg = config.get("units", {}), config.get("trials", {})
-    align_event = config.get("binning", {}).get("align_event", "stimOn_times")
     warnings: list[str] = []
 
     units = load_units(session)
@@ -41,7 +41,7 @@ def run_qc(manifest_path: str | Path, config: dict[str, Any], outputs: dict[str,
         units, rule=units_cfg.get("rule", "all"), min_firing_rate_hz=float(units_cfg.get("min_firing_rate_hz", 0.0))
     ) if len(units) else np.zeros(0, dtype=bool)
 
-    trials = load_trials(session)
+    trials = load_trials(session, align_event)
     trials.insert(0, "trial_index", np.arange(len(trials), dtype=np.int64))
     trials["exclusion_reason"] = filter_trials(
         trials,
@@ -61,7 +61,7 @@ def run_qc(manifest_path: str | Path, config: dict[str, Any], outputs: dict[str,
     min_units, min_trials = int(units_cfg.get("min_units", 10)), int(trials_cfg.get("min_trials", 50))
     reasons = []
     if not manifest["probes"]:
-        reasons.append("no spike sorting")
+        reasons.append(no_sorting_reason(manifest))
     elif n_units < min_units:
         reasons.append(f"{n_units} selected units < min_units {min_units}")
     if len(trials) == 0:
@@ -91,6 +91,15 @@ def run_qc(manifest_path: str | Path, config: dict[str, Any], outputs: dict[str,
     write_json(outputs["qc"], {**verdict, "provenance": meta})
     log.info("%s: %s", eid, "usable" if verdict["usable"] else f"unusable ({verdict['reason']})")
     return verdict
+
+
+def no_sorting_reason(manifest: dict[str, Any]) -> str:
+    """Why fetch chose no spike sorting: the configured one.spike_sorter, or the default
+    preference, and the sortings the session has."""
+    sorter = manifest.get("spike_sorter")
+    wanted = f"one.spike_sorter {sorter!r}" if sorter else "iblsorter, pykilosort or alf/probeXX (one.spike_sorter: null)"
+    found = ", ".join(manifest.get("sortings_found") or []) or "none"
+    return f"no spike sorting by {wanted}; the session has: {found}"
 
 
 def _behaviour_table(wheel, whisker) -> pa.Table:

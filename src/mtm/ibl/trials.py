@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 import numpy as np
 import pandas as pd
 
@@ -11,29 +13,59 @@ from mtm.ibl.local_session import LocalSession
 # Events that must be present for a trial to be used (the paper's list, plus the alignment event).
 REQUIRED_EVENTS = ("stimOn_times", "choice", "feedback_times", "probabilityLeft", "firstMovement_times", "feedbackType")
 
+# The event times of IBL trials tables (`_ibl_trials.table.pqt` and the loose `_ibl_trials.*_times`
+# datasets; `intervals` is split into trial start and end by ONE's `to_df`), in s: the columns
+# that `binning.align_event` may name. Older sessions lack some of them (a run-time error).
+ALIGN_EVENTS = (
+    "stimOn_times", "goCue_times", "firstMovement_times", "response_times", "feedback_times", "stimOff_times",
+    "stimFreeze_times", "intervals_0", "intervals_1", "goCueTrigger_times", "stimOnTrigger_times",
+    "stimOffTrigger_times", "stimFreezeTrigger_times", "errorCue_times", "valveOpen_times", "itiIn_times",
+)  # fmt: skip
+TRIALS_TABLE = "alf/_ibl_trials.table.pqt"
+
 # Reasons in the order they are tested: a trial is recorded under the first one that applies.
 EXCLUSION_REASONS = ("missing_event", "no_choice", "rt_too_short", "rt_too_long", "trial_too_long")
 
 
-def load_trials(session: LocalSession) -> pd.DataFrame:
+def check_align_event(align_event: str) -> str:
+    """`align_event` if it is an event time of IBL trials tables (ALIGN_EVENTS); ValueError
+    naming the close matches otherwise."""
+    if align_event not in ALIGN_EVENTS:
+        close = difflib.get_close_matches(str(align_event), ALIGN_EVENTS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(
+            f"{align_event!r} is not an event time of IBL trials tables; {hint}one of {', '.join(ALIGN_EVENTS)}"
+        )
+    return align_event
+
+
+def load_trials(session: LocalSession, align_event: str = "stimOn_times") -> pd.DataFrame:
     """The session's trials table (`alf/[#rev#/]_ibl_trials.*`) via ibllib's SessionLoader.
 
-    A session without any trials dataset gets an empty table (it will be unusable, not broken).
+    A session without any trials dataset gets an empty table (it will be unusable, not broken);
+    one that lacks a required event or `align_event` (binning.align_event) is broken.
     """
     from brainbox.io.one import SessionLoader
 
     if not session.has("alf/*_ibl_trials.*"):
-        return pd.DataFrame(columns=[*REQUIRED_EVENTS, "goCue_times", "contrastLeft", "contrastRight"], dtype=float)
+        columns = dict.fromkeys([*REQUIRED_EVENTS, "goCue_times", "contrastLeft", "contrastRight", align_event])
+        return pd.DataFrame(columns=list(columns), dtype=float)
 
     loader = SessionLoader(one=session.one, eid=session.eid)
     try:
         loader.load_trials()
     except Exception as err:
-        raise SessionDataError(session.eid, "alf/_ibl_trials.table.pqt", f"trials failed to load: {type(err).__name__}: {err}") from None
+        raise SessionDataError(session.eid, TRIALS_TABLE, f"trials failed to load: {type(err).__name__}: {err}") from None
     trials = loader.trials.reset_index(drop=True)
     missing = [c for c in REQUIRED_EVENTS if c not in trials]
     if missing:
-        raise SessionDataError(session.eid, "alf/_ibl_trials.table.pqt", f"missing columns {missing}")
+        raise SessionDataError(session.eid, TRIALS_TABLE, f"missing columns {missing}")
+    if align_event not in trials:
+        raise SessionDataError(
+            session.eid, TRIALS_TABLE,
+            f"no column {align_event!r}, the configured binning.align_event; this session's event times are "
+            f"{[c for c in ALIGN_EVENTS if c in trials]}: align on one of those, or leave this session out",
+        )  # fmt: skip
     return trials
 
 

@@ -12,6 +12,7 @@ from mtm.ibl.local_session import LocalSession
 from mtm.ibl.regions import AtlasStub, region_labels
 
 UNIT_RULES = ("all", "good")
+CORRUPT_SORTING = "a corrupt file: download it again, or leave the session out of `sessions`"
 UNIT_TABLE_COLUMNS = ("uuid", "probe", "cluster_id", "channel", "depth_um", "atlas_id", "allen", "beryl", "cosmos",
                       "label", "firing_rate", "n_spikes")  # fmt: skip
 
@@ -52,6 +53,7 @@ def load_units(session: LocalSession) -> pd.DataFrame:
             spikes, clusters, channels = loader.load_spike_sorting(spike_sorter=sorter)
         except Exception as err:
             raise SessionDataError(session.eid, where, f"spike sorting failed to load: {type(err).__name__}: {err}") from None
+        check_spike_times(session.eid, spike_times_file(session, probe["collection"]), spikes["times"])
         frames.append(_probe_units(session.eid, probe, where, spikes, clusters, channels))
     if not frames:
         return pd.DataFrame(columns=list(UNIT_TABLE_COLUMNS))
@@ -93,6 +95,25 @@ def _probe_units(eid: str, probe: dict[str, Any], where: str, spikes, clusters, 
     return pd.concat([out, units[extra].reset_index(drop=True)], axis=1)
 
 
+def spike_times_file(session: LocalSession, collection: str) -> str:
+    """The relative path of a sorting's spikes.times.npy, revision folder included."""
+    return session.find(f"{collection}/*spikes.times.npy") or f"{collection}/spikes.times.npy"
+
+
+def check_spike_times(eid: str, rel_path: str, times: np.ndarray) -> None:
+    """SessionDataError naming `rel_path` unless the spike times (s) are finite and sorted
+    ascending, as binning needs them. O(n_spikes), a bool per spike of working memory."""
+    if not np.isfinite(times).all():
+        bad = np.flatnonzero(~np.isfinite(times))
+        raise SessionDataError(eid, rel_path, f"{bad.size} spike times are NaN or infinite (the first at index {bad[0]}); "
+                               f"{CORRUPT_SORTING}")  # fmt: skip
+    decreasing = times[1:] < times[:-1]
+    if decreasing.any():
+        first = int(np.argmax(decreasing)) + 1
+        raise SessionDataError(eid, rel_path, f"spike times are not sorted ascending ({int(decreasing.sum())} decreases, "
+                               f"the first at index {first}); {CORRUPT_SORTING}")  # fmt: skip
+
+
 def load_spikes(session: LocalSession, probe: str) -> tuple[np.ndarray, np.ndarray]:
     """(times s float64 sorted, cluster row uint32) of one probe, loading only those two files."""
     collection = next(p["collection"] for p in session.manifest["probes"] if p["name"] == probe)
@@ -103,4 +124,5 @@ def load_spikes(session: LocalSession, probe: str) -> tuple[np.ndarray, np.ndarr
     times, clusters = np.asarray(spikes["times"]), np.asarray(spikes["clusters"])
     if times.size != clusters.size:
         raise SessionDataError(session.eid, f"{collection}/spikes.*", f"spikes.times has {times.size} entries, spikes.clusters {clusters.size}")
+    check_spike_times(session.eid, spike_times_file(session, collection), times)
     return times, clusters
