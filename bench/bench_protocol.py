@@ -12,7 +12,7 @@ session; the table gives its mean and the per-session values.
     make run                                          # the demo's models first
     python bench/bench_protocol.py --results results --out /tmp/protocol --jobs 2
 
-About 20 minutes on 2 cores (20 models of 1-2 minutes each, then their evaluations). Writes
+About 30 minutes on 2 idle cores (20 models of 1-2 minutes each, then 68 evaluations). Writes
 `metrics.csv` (every score of every variant) and `effects.md` (the README's table) into --out.
 """
 
