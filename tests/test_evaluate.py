@@ -174,11 +174,12 @@ def test_a_model_of_another_session_is_refused(trained, binned, tmp_path):
     folder, _ = trained
     config = json.loads((folder / "config.json").read_text())
     config["metadata"]["eid"] = "00000000-0000-0000-0000-000000000000"
+    config["metadata"]["eids"] = ["00000000-0000-0000-0000-000000000000"]
     moved = tmp_path / "moved"
     moved.mkdir()
     (moved / "config.json").write_text(json.dumps(config))
     (moved / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
-    with pytest.raises(ValueError, match="was trained on 00000000"):
+    with pytest.raises(ValueError, match=r"holds the sessions \['00000000"):
         evaluate_checkpoint(moved, binned["usable"], tmp_path / "c", QUICK, setting="single")
     assert not (tmp_path / "c").exists()
 
