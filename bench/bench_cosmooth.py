@@ -50,6 +50,7 @@ from mtm import heldout, metrics  # noqa: E402
 from mtm.evaluate import model_predictor  # noqa: E402
 from mtm.models import NDT1, NDT1Config  # noqa: E402
 from mtm.runtime import keep_freed_memory  # noqa: E402
+from mtm.vocabulary import TASK_PROMPTS  # noqa: E402
 
 N_UNITS, N_TRIALS, N_BINS, BIN_SIZE = 668, 160, 100, 0.02
 AUTHORS_UNITS_PER_PASS = 8
@@ -129,7 +130,7 @@ def run_variant(variant: str, n_units: int, batch_size: int, threads: int) -> di
     model = paper_model(counts)
     units = np.sort(np.random.default_rng(1).choice(N_UNITS, n_units, replace=False))
     precision = "bf16" if variant == "bf16" else "fp32"
-    predict = Counting(model_predictor(model, session="bench", prompt=heldout.TASK_PROMPTS["co-smoothing"], precision=precision))
+    predict = Counting(model_predictor(model, session="bench", prompt=TASK_PROMPTS["co-smoothing"], precision=precision))
     predict(torch.zeros(2, N_BINS, N_UNITS), False)  # warm-up
     predict.samples = 0
     started = time.perf_counter()

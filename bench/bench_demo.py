@@ -31,8 +31,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from mtm.data import SessionTensors  # noqa: E402
-from mtm.masking import MTM_SCHEMES, make_mask, sample_scheme  # noqa: E402
+from mtm.masking import make_mask, sample_scheme  # noqa: E402
 from mtm.models.ndt1 import NDT1, NDT1Config  # noqa: E402
+from mtm.vocabulary import MTM_SCHEMES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BEFORE = {"hidden": 128, "ffn": 256, "n_layers": 2, "n_heads": 4, "embed_mult": 2, "dropout": 0.4, "embed_dropout": 0.2}

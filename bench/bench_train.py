@@ -27,9 +27,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from mtm.masking import MTM_SCHEMES, make_mask, sample_scheme  # noqa: E402
+from mtm.masking import make_mask, sample_scheme  # noqa: E402
 from mtm.models import BACKBONES  # noqa: E402
 from mtm.runtime import keep_freed_memory  # noqa: E402
+from mtm.vocabulary import MTM_SCHEMES  # noqa: E402
 
 AUTHORS_SAMPLES_PER_S = 15.0  # their fp32 training speed on the project's 2-core machine
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

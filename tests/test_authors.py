@@ -15,8 +15,7 @@ from torch import nn
 from mtm.authors import AUTHORS_PROMPT_ROWS, AuthorsWeightsError, import_authors_ndt1, read_state_dict
 from mtm.checkpoint import load_pretrained
 from mtm.cli import main
-from mtm.heldout import TASK_PROMPTS, TASKS
-from mtm.masking import MTM_SCHEMES
+from mtm.vocabulary import MTM_SCHEMES, TASK_PROMPTS, TASKS
 
 FIXTURES = Path(__file__).parent / "data" / "authors-ndt1"
 FIXTURE = json.loads((FIXTURES / "config.json").read_text())

@@ -13,9 +13,10 @@ from mtm import heldout
 from mtm.checkpoint import load_pretrained
 from mtm.data import SessionTensors
 from mtm.evaluate import model_predictor
-from mtm.masking import MTM_SCHEMES, make_mask
+from mtm.masking import make_mask
 from mtm.models import BACKBONES
 from mtm.train import TrainConfig, train
+from mtm.vocabulary import MTM_SCHEMES, TASK_PROMPTS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 BACKBONE_NAMES = tuple(BACKBONES)
@@ -105,7 +106,7 @@ def test_heldout_prediction_on_the_gpu(backbone):
     counts = synthetic_session("s", n_units=64, n_trials=24).counts.numpy()
     regions = np.array(["CA1", "DG", "LP", "PO"])[np.arange(64) % 4]
     for task in ("co-smoothing", "forward-prediction"):
-        prompt = heldout.TASK_PROMPTS[task]
+        prompt = TASK_PROMPTS[task]
         cpu = heldout.predict_task(model_predictor(model, session="s", prompt=prompt), task, counts, regions)
         gpu_model = paper_model(backbone, n_units=64).cuda()
         gpu = heldout.predict_task(model_predictor(gpu_model, session="s", prompt=prompt), task, counts, regions)

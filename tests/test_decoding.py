@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from mtm.decoding import DECODING_TARGETS, DecodingResult, _row_space, _standardise, decode_behaviour
+from mtm.decoding import DecodingResult, _row_space, _standardise, decode_behaviour
+from mtm.vocabulary import DECODING_TARGETS
 
 # A ConvergenceWarning (or any other) means the decoders are misconfigured: fail on it.
 pytestmark = pytest.mark.filterwarnings("error")

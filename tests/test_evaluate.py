@@ -10,7 +10,7 @@ import torch
 
 from mtm import heldout, metrics
 from mtm.checkpoint import save_skipped
-from mtm.decoding import DECODING_TARGETS, decode_behaviour
+from mtm.decoding import decode_behaviour
 from mtm.evaluate import (
     METRIC_COLUMNS,
     EvalConfig,
@@ -21,9 +21,9 @@ from mtm.evaluate import (
     score_rates,
     write_metrics_table,
 )
-from mtm.masking import MTM_SCHEMES
 from mtm.session import load_session
 from mtm.train import TrainConfig, train_session
+from mtm.vocabulary import DECODING_TARGETS, MTM_SCHEMES, TASK_PROMPTS, TASKS
 
 LABELS = ModelLabels(backbone="ndt1", scheme="mtm-prompt", setting="single")
 QUICK = EvalConfig(max_units=24, seed=0)
@@ -55,17 +55,17 @@ def values(table: pd.DataFrame) -> dict[tuple[str, str], float]:
 def test_table_is_tidy_and_complete(evaluation, session):
     table = evaluation.metrics
     assert tuple(table.columns) == METRIC_COLUMNS
-    for task in heldout.TASKS:
+    for task in TASKS:
         rows = table[table["task"] == task]
         assert set(rows["metric"]) == ACTIVITY_METRICS
-        assert set(rows["prompt"]) == {heldout.TASK_PROMPTS[task]}
+        assert set(rows["prompt"]) == {TASK_PROMPTS[task]}
         assert (rows["n_units"] == 24).all() and (rows["n_trials"] == (session.split == "test").sum()).all()
     for target in DECODING_TARGETS:
         assert set(table[table["task"] == target]["metric"]) in ({"accuracy", "chance_accuracy"}, {"r2", "chance_r2"})
     assert np.isfinite(table["value"]).all()
     assert (table["model"] == "ndt1/mtm-prompt/single").all() and (table["eid"] == session.eid).all()
     units = evaluation.units
-    assert len(units) == 24 * len(heldout.TASKS) and set(units["region"]) <= set(session.units["beryl"].fillna("unknown"))
+    assert len(units) == 24 * len(TASKS) and set(units["region"]) <= set(session.units["beryl"].fillna("unknown"))
     assert len(evaluation.prompts) == 0
 
 
@@ -87,12 +87,12 @@ def test_prompt_ablation_scores_every_task_under_every_prompt(trained, session, 
     pd.testing.assert_frame_equal(ablated.metrics, evaluation.metrics)  # the main table is unchanged
     prompts = ablated.prompts
     assert tuple(prompts.columns) == METRIC_COLUMNS
-    for task in (*heldout.TASKS, *DECODING_TARGETS):
+    for task in (*TASKS, *DECODING_TARGETS):
         assert set(prompts[prompts["task"] == task]["prompt"]) == set(MTM_SCHEMES), task
     bps = prompts[prompts["metric"] == "bps"].set_index(["task", "prompt"])["value"]
     main = values(evaluation.metrics)
-    for task in heldout.TASKS:
-        assert bps[(task, heldout.TASK_PROMPTS[task])] == main[(task, "bps")], "its own prompt: the main value"
+    for task in TASKS:
+        assert bps[(task, TASK_PROMPTS[task])] == main[(task, "bps")], "its own prompt: the main value"
     assert bps.loc["co-smoothing"].nunique() > 1, "the prompt changes the prediction"
 
 
@@ -123,7 +123,7 @@ def test_unit_subset_is_seeded_per_session():
 def test_bf16_moves_bits_per_spike_by_less_than_0_005(trained, session, evaluation):
     bf16 = evaluate_model(trained[1], session, EvalConfig(max_units=24, precision="bf16", decoding=()), labels=LABELS)
     fp32, low = values(evaluation.metrics), values(bf16.metrics)
-    for task in heldout.TASKS:
+    for task in TASKS:
         assert abs(low[(task, "bps")] - fp32[(task, "bps")]) < 0.005, task
 
 
@@ -153,7 +153,7 @@ def test_checkpoint_files_and_skipped_models(trained, binned, tmp_path):
     on_disk = pd.read_parquet(tmp_path / "a/metrics.parquet")
     pd.testing.assert_frame_equal(on_disk, evaluation.metrics)
     assert len(pd.read_csv(tmp_path / "a/metrics.csv")) == len(on_disk)
-    assert len(pd.read_parquet(tmp_path / "a/units.parquet")) == 4 * len(heldout.TASKS)
+    assert len(pd.read_parquet(tmp_path / "a/units.parquet")) == 4 * len(TASKS)
 
     save_skipped(tmp_path / "skipped", "too few units", {"eid": "x", "training": {"scheme": "temporal"}})
     empty = evaluate_checkpoint(tmp_path / "skipped", binned["unusable"], tmp_path / "b", QUICK, setting="single")

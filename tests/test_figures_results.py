@@ -16,7 +16,7 @@ from mtm.figures.mtm_vs_baseline import paired_sessions, plot_mtm_vs_baseline
 from mtm.figures.output import new_figure, task_axes
 from mtm.figures.prompts import plot_prompt_ablation, prompt_table
 from mtm.figures.scaling import plot_scaling, pretrain_size, scaling_table
-from mtm.masking import MTM_SCHEMES
+from mtm.vocabulary import MTM_SCHEMES
 
 EIDS = ("e1", "e2", "e3")
 SCHEMES = {"ndt1": ("temporal", "mtm-prompt"), "ndt2": ("random-token", "mtm-prompt")}

@@ -6,6 +6,7 @@ import torch
 
 from mtm import heldout
 from mtm.models import NDT1, NDT2, NDT1Config, NDT2Config
+from mtm.vocabulary import TASKS
 
 N_TRIALS, N_BINS, N_UNITS = 12, 20, 16
 REGIONS = np.array(["CA1"] * 5 + ["DG"] * 4 + ["LP"] * 6 + ["PO"])
@@ -153,7 +154,7 @@ def test_forward_attention_as_the_authors_chose_it_per_model(counts, scheme, pro
 
 def test_predict_task_shapes(predict, counts):
     units = np.array([1, 9])
-    for task in heldout.TASKS:
+    for task in TASKS:
         prediction = heldout.predict_task(predict, task, counts, REGIONS, units=units, forward_bins=4)
         n_bins = 4 if task == "forward-prediction" else N_BINS
         assert prediction.log_rates.shape == (N_TRIALS, n_bins, 2)

@@ -5,7 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mtm.masking import DEFAULT_RATIO, MTM_SCHEMES, SCHEMES, apply_mask, make_mask, sample_scheme
+from mtm.masking import DEFAULT_RATIO, apply_mask, make_mask, sample_scheme
+from mtm.vocabulary import MASKING_SCHEMES, MTM_SCHEMES
 
 
 @st.composite
@@ -42,7 +43,7 @@ def per_sample(shape, regions, valid):
 
 
 @settings(max_examples=60, deadline=None)
-@given(batches(), st.sampled_from(SCHEMES))
+@given(batches(), st.sampled_from(MASKING_SCHEMES))
 def test_common_structure(batch, scheme):
     shape, regions, valid, seed = batch
     mask = draw(scheme, shape, regions, valid, seed)
@@ -248,8 +249,8 @@ def test_sample_scheme_is_uniform_and_seeded():
     assert set(draws) == set(MTM_SCHEMES)
     assert min(draws.count(s) for s in MTM_SCHEMES) > 70
     g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
-    assert [sample_scheme(SCHEMES, generator=g1) for _ in range(20)] == [
-        sample_scheme(SCHEMES, generator=g2) for _ in range(20)
+    assert [sample_scheme(MASKING_SCHEMES, generator=g1) for _ in range(20)] == [
+        sample_scheme(MASKING_SCHEMES, generator=g2) for _ in range(20)
     ]
 
 

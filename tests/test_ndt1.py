@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mtm.masking import MTM_SCHEMES, make_mask
+from mtm.masking import make_mask
 from mtm.models import NDT1, NDT1Config, poisson_nll
 from mtm.models.layers import dropout
+from mtm.vocabulary import MTM_SCHEMES
 
 B, T, N = 3, 12, 10
 REGIONS = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])

@@ -7,9 +7,10 @@ from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from mtm.checkpoint import load_pretrained, save_model
-from mtm.masking import MTM_SCHEMES, make_mask
+from mtm.masking import make_mask
 from mtm.models import NDT2, NDT2Config
 from mtm.models.ndt2 import causal_allowed, patch, unpatch
+from mtm.vocabulary import MTM_SCHEMES
 
 B, T, N, P = 3, 12, 10, 4  # 10 units in patches of 4: 3 tokens per bin, the last with 2 padding units
 REGIONS = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])

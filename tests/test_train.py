@@ -19,10 +19,11 @@ from conftest import wait_for_saved_epoch
 
 from mtm.checkpoint import load_pretrained, load_state, read_config, save_state
 from mtm.data import CountsCache, SessionTensors
-from mtm.masking import MTM_SCHEMES, make_mask
+from mtm.masking import make_mask
 from mtm.models.layers import poisson_nll
 from mtm.session import load_session
 from mtm.train import TrainConfig, evaluate, fixed_masks, train, train_session
+from mtm.vocabulary import MTM_SCHEMES
 
 RESUMABLE = TrainConfig(scheme="mtm-prompt", epochs=4, lr=1e-3, seed=7)
 TRAIN_IN_SUBPROCESS = (

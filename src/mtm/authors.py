@@ -9,7 +9,7 @@ differently; read from their code, the mapping is:
       (N -> C), keyed by the session's unit count
     encoder.embedder.projection (E -> hidden)        embed[1] (after the same softsign)
     encoder.embedder.embed_pos (bins, hidden)        position
-    encoder.embedder.embed_prompt, rows in           prompt, rows in mtm.masking.MTM_SCHEMES order
+    encoder.embedder.embed_prompt, rows in           prompt, rows in mtm.vocabulary.MTM_SCHEMES order
       AUTHORS_PROMPT_ROWS order
     encoder.embedder.embed_session, a row per eid    session_token[eid]
       of their target list
@@ -36,9 +36,9 @@ import safetensors.torch
 import torch
 
 from mtm.checkpoint import save_model
-from mtm.masking import MTM_SCHEMES
 from mtm.models.ndt1 import NDT1, NDT1Config
 from mtm.train import TrainConfig
+from mtm.vocabulary import MTM_SCHEMES
 
 AUTHORS_PROMPT_ROWS = ("neuron", "causal", "inter-region", "intra-region")
 SOURCE = "colehurwitz/IBL_MtM_model src/models/ndt1.py"

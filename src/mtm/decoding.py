@@ -68,11 +68,10 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 
+from mtm.vocabulary import CLASSIFICATION_TARGETS, DECODING_TARGETS, PRE_EVENT_TARGETS
+
 logger = logging.getLogger(__name__)
 
-DECODING_TARGETS = ("choice", "block", "block-whole-trial", "wheel-speed", "whisker-motion-energy")
-CLASSIFICATION_TARGETS = ("choice", "block", "block-whole-trial")
-PRE_EVENT_TARGETS = ("block",)  # decoded from the bins before the alignment event
 TRIAL_COLUMN = {"block-whole-trial": "block"}  # a classification target's trials column, where not its name
 C_GRID = np.logspace(-4, 4, 9)
 ALPHA_GRID = np.logspace(-1, 5, 7)

@@ -2,7 +2,7 @@
 
 `evaluate_model` returns two tables. `metrics`, one row per (task, metric), columns METRIC_COLUMNS:
 
-    activity tasks (mtm.heldout.TASKS), each under the prompt of its scheme:
+    activity tasks (mtm.vocabulary.TASKS), each under the prompt of its scheme:
       bps                per-unit bits/spike, the mean over units (MtM's convention)
       bps_pooled         bits/spike pooled over units (the Neural Latents Benchmark's)
       poisson_d2         per-unit Poisson deviance explained, the mean (BrainWideBench's)
@@ -37,13 +37,13 @@ import torch
 from mtm import heldout, metrics
 from mtm.checkpoint import load_pretrained, read_config
 from mtm.data import REGION_LEVELS, UNKNOWN_REGION
-from mtm.decoding import DECODER_PROTOCOLS, DECODING_TARGETS, decode_behaviour, input_bins
+from mtm.decoding import DECODER_PROTOCOLS, decode_behaviour, input_bins
 from mtm.io import write_parquet, write_text
-from mtm.masking import MTM_SCHEMES
 from mtm.runtime import num_threads
 from mtm.seeds import derive_seed
 from mtm.session import SessionData, load_session
 from mtm.train import resolve_device
+from mtm.vocabulary import DECODING_PROMPTS, DECODING_TARGETS, MTM_SCHEMES, TASK_PROMPTS, TASKS, prompt_index
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +54,13 @@ UNIT_COLUMNS = (
     "model", "seed", "eid", "task", "unit", "uuid", "region", "bps", "oracle_bps", "poisson_d2", "psth_r2", "single_trial_r2",
     "psth_observed", "psth_predicted",
 )  # fmt: skip
-# the prompts of the paper's tables: choice under the neuron prompt, whisker energy under the causal one
-DECODING_PROMPTS = {"choice": "neuron", "block": "neuron", "block-whole-trial": "neuron", "wheel-speed": "causal",
-                    "whisker-motion-energy": "causal"}  # fmt: skip
 NO_PROMPT = "none"
 DECODING_ATTENTION = ("bidirectional", "as-prompted")
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
-    """tasks: activity tasks (heldout.TASKS); decoding: behaviour targets (decoding.DECODING_TARGETS)
+    """tasks: activity tasks (vocabulary.TASKS); decoding: behaviour targets (vocabulary.DECODING_TARGETS)
     max_units: score a seeded subset of this many units per session (the same for every model);
         None scores every unit
     batch_size: samples per forward pass; forward_bins: bins hidden for forward prediction
@@ -79,7 +76,7 @@ class EvalConfig:
     decoders: the decoders' fitting protocol, "ours" or "authors" (mtm.decoding)
     """
 
-    tasks: tuple[str, ...] = heldout.TASKS
+    tasks: tuple[str, ...] = TASKS
     decoding: tuple[str, ...] = DECODING_TARGETS
     max_units: int | None = None
     batch_size: int = 32
@@ -96,7 +93,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))  # lists from a config file
         object.__setattr__(self, "decoding", tuple(self.decoding))
-        unknown = (set(self.tasks) - set(heldout.TASKS)) | (set(self.decoding) - set(DECODING_TARGETS))
+        unknown = (set(self.tasks) - set(TASKS)) | (set(self.decoding) - set(DECODING_TARGETS))
         if unknown:
             raise ValueError(f"EvalConfig: unknown tasks {sorted(unknown)}")
         if self.precision not in ("fp32", "bf16"):
@@ -147,11 +144,11 @@ def model_predictor(
     """The model on `session`'s units as a heldout.Predictor; prompt: an MtM scheme, or None for
     a model without prompts."""
     device = next(model.parameters()).device
-    prompt_index = None if prompt is None else MTM_SCHEMES.index(prompt)
+    token = None if prompt is None else prompt_index(prompt)
 
     def predict(inputs: torch.Tensor, causal: bool) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
-            out = model(inputs.to(device), session=session, prompt=prompt_index, causal=causal)
+            out = model(inputs.to(device), session=session, prompt=token, causal=causal)
         return out.log_rates.float().cpu()
 
     return predict
@@ -211,7 +208,7 @@ def evaluate_model(
     ablate = config.prompt_ablation and uses_prompt
     for task in config.tasks:
         started = time.perf_counter()
-        prompt = heldout.TASK_PROMPTS[task] if uses_prompt else None
+        prompt = TASK_PROMPTS[task] if uses_prompt else None
         summary, per_unit, prediction = score_task(task, prompt)
         for metric, value in summary.items():
             row(rows, task, prompt, metric, value, len(prediction.units), len(test))

@@ -1,6 +1,7 @@
 """Held-out prediction for MtM's four activity tasks, batched and exact.
 
-The tasks (Zhang et al. 2024, section 4), each run with the prompt of the matching scheme:
+The tasks (Zhang et al. 2024, section 4; mtm.vocabulary.TASKS), each run with the prompt of the
+matching scheme (TASK_PROMPTS):
 
     co-smoothing        hide unit i over all bins, score unit i                    (neuron)
     forward-prediction  hide the last `forward_bins` bins of every unit, score     (causal)
@@ -36,13 +37,6 @@ import torch
 
 Predictor = Callable[[torch.Tensor, bool], torch.Tensor]
 
-TASKS = ("co-smoothing", "forward-prediction", "intra-region", "inter-region")
-TASK_PROMPTS = {  # the MtM scheme whose prompt token each task runs with
-    "co-smoothing": "neuron",
-    "forward-prediction": "causal",
-    "intra-region": "intra-region",
-    "inter-region": "inter-region",
-}
 FORWARD_BINS = 10  # 200 ms of 20 ms bins, as NLB and MtM
 FORWARD_ATTENTION = ("causal", "as-trained")
 

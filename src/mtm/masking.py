@@ -14,7 +14,7 @@ entries are hidden from the model (zeroed in its input) and which of those the l
                   of `token_units` consecutive units in one bin (its own baseline); for NDT1,
                   whose token is a whole bin, this is temporal masking
 
-MtM trains on `MTM_SCHEMES`, one scheme per batch; a prompt token tells the model which.
+MtM trains on `mtm.vocabulary.MTM_SCHEMES`, one scheme per batch; a prompt token tells the model which.
 
 Every function is pure: randomness comes only from the `torch.Generator` passed in, so a seed
 fixes the mask. Regions are read from the batch's own units on every call (units differ between
@@ -30,9 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-SCHEMES = ("temporal", "neuron", "causal", "intra-region", "inter-region", "random", "random-token")
-# The MtM schedule; its order is also the prompt-token vocabulary of the model.
-MTM_SCHEMES = ("neuron", "causal", "intra-region", "inter-region")
+from mtm.vocabulary import MASKING_SCHEMES
+
 DEFAULT_RATIO = {
     "temporal": 0.3,
     "neuron": 0.3,
@@ -88,8 +87,8 @@ def make_mask(
         of a bin possibly shorter); None: a token is a whole bin.
     The mask lives on `regions.device`, which must be the generator's device.
     """
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown masking scheme {scheme!r}; expected one of {SCHEMES}")
+    if scheme not in MASKING_SCHEMES:
+        raise ValueError(f"unknown masking scheme {scheme!r}; expected one of {MASKING_SCHEMES}")
     ratio = DEFAULT_RATIO[scheme] if ratio is None else float(ratio)
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"ratio must lie in [0, 1], got {ratio}")

@@ -47,22 +47,14 @@ import torch
 from torch import nn
 
 from mtm.checkpoint import clear_state, load_pretrained, load_state, read_config, save_state, write_weights
-from mtm.decoding import (
-    CLASSIFICATION_TARGETS,
-    DECODING_TARGETS,
-    chance_level,
-    flat_r2,
-    input_bins,
-    not_decodable,
-    target_values,
-)
-from mtm.evaluate import DECODING_PROMPTS, METRIC_COLUMNS, NO_PROMPT, ModelLabels, empty_table, load_model_session
+from mtm.decoding import chance_level, flat_r2, input_bins, not_decodable, target_values
+from mtm.evaluate import METRIC_COLUMNS, NO_PROMPT, ModelLabels, empty_table, load_model_session
 from mtm.io import write_json, write_parquet, write_text
-from mtm.masking import MTM_SCHEMES
 from mtm.runtime import exit_on_sigterm, num_threads
 from mtm.seeds import derive_seed
 from mtm.session import SessionData
 from mtm.train import resolve_device
+from mtm.vocabulary import CLASSIFICATION_TARGETS, DECODING_PROMPTS, DECODING_TARGETS, prompt_index
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +180,7 @@ class _Run:
         self.device = device
         uses_prompt = getattr(model.config, "use_prompt", False)
         self.prompt_name = DECODING_PROMPTS[target] if uses_prompt else None
-        self.prompt = None if self.prompt_name is None else MTM_SCHEMES.index(self.prompt_name)
+        self.prompt = None if self.prompt_name is None else prompt_index(self.prompt_name)
         self.counts = torch.from_numpy(session.counts.astype(np.float32))
         n_bins = self.counts.shape[1]
         out = 1 if targets.classify else n_bins

@@ -62,17 +62,17 @@ from mtm.checkpoint import (
 from mtm.data import REGION_LEVELS, CountsCache, SessionTensors
 from mtm.distributed import World, process_group, world_from_env
 from mtm.io import write_text
-from mtm.masking import MTM_SCHEMES, SCHEMES, Mask, apply_mask, make_mask, sample_scheme
+from mtm.masking import Mask, apply_mask, make_mask, sample_scheme
 from mtm.metrics import r2_per_unit
 from mtm.models import BACKBONES, Backbone, poisson_nll
 from mtm.runtime import exit_on_sigterm, num_threads, progress_bar
 from mtm.schedules import PlateauSchedule, one_cycle
 from mtm.seeds import derive_seed
 from mtm.session import load_session, read_session_header
+from mtm.vocabulary import MTM_SCHEMES, TRAIN_SCHEMES, prompt_index
 
 log = logging.getLogger(__name__)
 
-TRAIN_SCHEMES = (*SCHEMES, "mtm", "mtm-prompt")
 MODEL_SIZES = ("demo", "paper")
 PRECISIONS = ("auto", "fp32", "bf16")
 SESSION_SAMPLING = ("proportional", "balanced")
@@ -90,7 +90,7 @@ STATE_DIR = "state"
 class TrainConfig:
     """How to train one model.
 
-    scheme: a masking scheme (masking.SCHEMES), or "mtm" (one scheme of MTM_SCHEMES drawn per
+    scheme: one of vocabulary.TRAIN_SCHEMES: a masking scheme, or "mtm" (one scheme of MTM_SCHEMES drawn per
         batch) or "mtm-prompt" (the same, with the drawn scheme's prompt token)
     backbone: "ndt1" or "ndt2" (mtm.models.BACKBONES); model: its size, "demo" or "paper"
     patch_size: NDT2's units per token; None keeps the size preset's (NDT1: must be None)
@@ -211,8 +211,8 @@ def build_model(config: TrainConfig, *, sessions: dict[str, int], n_bins: int) -
 
 
 def prompt_of(scheme: str, *, use_prompt: bool) -> int | None:
-    """The prompt token index of `scheme` (its place in MTM_SCHEMES), or None without prompts."""
-    return MTM_SCHEMES.index(scheme) if use_prompt else None
+    """The prompt token of `scheme` (vocabulary.prompt_index), or None without prompts."""
+    return prompt_index(scheme) if use_prompt else None
 
 
 def fixed_masks(

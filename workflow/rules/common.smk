@@ -7,6 +7,7 @@ from snakemake.utils import validate
 sys.path.append(str(Path(workflow.basedir) / "src"))  # mtm from src/ when not installed
 from mtm.code_hash import code_hash
 from mtm.config_checks import check_config, read_eids
+from mtm import vocabulary
 
 CONDA_ENV = "../../envs/mtm.yaml"
 
@@ -99,7 +100,7 @@ SEEDS = config["training"]["seeds"]
 
 wildcard_constraints:
     eid="[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
-    backbone="ndt1|ndt2",
+    backbone=vocabulary.wildcard(vocabulary.BACKBONES),
     seed="[0-9]+",
 
 

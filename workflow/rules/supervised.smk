@@ -15,7 +15,7 @@ HEAD_PARAMS = [
 
 
 wildcard_constraints:
-    target="choice|block|wheel-speed|whisker-motion-energy",
+    target=vocabulary.wildcard(vocabulary.DECODING_TARGETS),
 
 
 rule supervised_head:

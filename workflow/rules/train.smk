@@ -24,7 +24,7 @@ TRAIN_PARAMS = [
 
 
 wildcard_constraints:
-    scheme="temporal|neuron|causal|intra-region|inter-region|random|random-token|mtm|mtm-prompt",
+    scheme=vocabulary.wildcard(vocabulary.TRAIN_SCHEMES),
 
 
 rule train_single:

@@ -27,10 +27,8 @@ from mtm.figures.output import (
     title,
 )
 from mtm.io import write_text
+from mtm.vocabulary import TARGET_METRICS, TASKS
 
-ACTIVITY_TASKS = ("co-smoothing", "forward-prediction", "intra-region", "inter-region")
-BEHAVIOUR_METRICS = {"choice": "accuracy", "block": "accuracy", "block-whole-trial": "accuracy", "wheel-speed": "r2",
-                     "whisker-motion-energy": "r2"}  # fmt: skip
 ORACLE, CHANCE, GLM = "oracle", "chance", "glm"
 REFERENCE_LABELS = {GLM: "smoothing + GLM", ORACLE: "oracle", CHANCE: "chance"}
 TABLE_COLUMNS = ("backbone", "row", "task", "metric", "mean", "sem", "n_sessions")
@@ -46,10 +44,10 @@ def ablation_table(metrics: pd.DataFrame, *, setting: str = "single", rows: str 
     m = metrics[(metrics["setting"] == setting) & (metrics["backbone"] != "glm")]
     glm = metrics[(metrics["backbone"] == "glm") & metrics["eid"].isin(set(m["eid"])) & (metrics["metric"] == "bps")]
     glm = pd.concat([glm.assign(backbone=backbone) for backbone in m["backbone"].unique()] or [glm])
-    activity = m[m["task"].isin(ACTIVITY_TASKS)]
-    behaviour = m[m["task"].isin(BEHAVIOUR_METRICS)]
-    wanted = behaviour["metric"] == behaviour["task"].map(BEHAVIOUR_METRICS)
-    chance = behaviour["metric"] == "chance_" + behaviour["task"].map(BEHAVIOUR_METRICS)
+    activity = m[m["task"].isin(TASKS)]
+    behaviour = m[m["task"].isin(TARGET_METRICS)]
+    wanted = behaviour["metric"] == behaviour["task"].map(TARGET_METRICS)
+    chance = behaviour["metric"] == "chance_" + behaviour["task"].map(TARGET_METRICS)
     parts = [
         activity[activity["metric"] == "bps"].assign(row=lambda t: t[rows]),
         behaviour[wanted].assign(row=lambda t: t[rows]),
@@ -105,8 +103,8 @@ def plot_ablation(
 
 
 PANELS = (  # the two heatmaps of a backbone: (tasks, reference rows, heading)
-    (list(ACTIVITY_TASKS), (GLM, ORACLE), "activity (bits/spike)"),
-    (list(BEHAVIOUR_METRICS), (CHANCE,), "behaviour decoded from predicted rates (accuracy, R²)"),
+    (list(TASKS), (GLM, ORACLE), "activity (bits/spike)"),
+    (list(TARGET_METRICS), (CHANCE,), "behaviour decoded from predicted rates (accuracy, R²)"),
 )
 
 

@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtm.figures.ablation import ACTIVITY_TASKS, BEHAVIOUR_METRICS
-from mtm.figures.output import BACKBONE_LABELS, BASELINES, SCHEME_LABELS, new_figure, save_figure, tick_label, title
+from mtm.figures.output import BACKBONE_LABELS, SCHEME_LABELS, new_figure, save_figure, tick_label, title
 from mtm.io import write_text
 from mtm.stats import CONFIDENCE, paired_difference
+from mtm.vocabulary import BASELINE_SCHEMES, TARGET_METRICS, TASKS
 
 MTM = "mtm-prompt"
-TASK_METRICS = {**{task: "bps" for task in ACTIVITY_TASKS}, **BEHAVIOUR_METRICS}
+TASK_METRICS = {**{task: "bps" for task in TASKS}, **TARGET_METRICS}
 GLM = {"backbone": "glm", "scheme": "smoothing", "setting": "single"}
 COMPARISON_COLUMNS = (
     "comparison", "a", "b", "task", "metric", "n_sessions", "n_seeds", "mean", "ci_low", "ci_high", "n_better",
@@ -86,7 +86,7 @@ def comparisons(metrics: pd.DataFrame) -> list[Comparison]:
     def model(backbone: str, scheme: str, setting: str) -> dict[str, str] | None:
         return {"backbone": backbone, "scheme": scheme, "setting": setting} if (backbone, scheme, setting) in models else None
 
-    for backbone, baseline in BASELINES.items():
+    for backbone, baseline in BASELINE_SCHEMES.items():
         pairs = [("alone", "single")]
         sizes = sorted(set(pretrain_sizes(metrics, backbone, MTM)) & set(pretrain_sizes(metrics, backbone, baseline)))
         if sizes:
@@ -95,8 +95,8 @@ def comparisons(metrics: pd.DataFrame) -> list[Comparison]:
             a, b = model(backbone, MTM, setting), model(backbone, baseline, setting)
             if a and b:
                 found.append(Comparison(f"MtM vs baseline, {where}", a, b))
-    for backbone in BASELINES:
-        for scheme in (MTM, BASELINES[backbone]):
+    for backbone in BASELINE_SCHEMES:
+        for scheme in (MTM, BASELINE_SCHEMES[backbone]):
             sizes = pretrain_sizes(metrics, backbone, scheme)
             if len(sizes) > 1:
                 found.append(Comparison(
@@ -106,7 +106,7 @@ def comparisons(metrics: pd.DataFrame) -> list[Comparison]:
             alone = model(backbone, scheme, "single")
             if sizes and alone:
                 found.append(Comparison(f"pretrained on {sizes[-1]} vs alone", model(backbone, scheme, f"pretrain-{sizes[-1]}"), alone))
-    for backbone in BASELINES:
+    for backbone in BASELINE_SCHEMES:
         mtm = model(backbone, MTM, "single")
         if mtm and model(**GLM):
             found.append(Comparison("MtM vs GLM", mtm, GLM))
@@ -160,7 +160,7 @@ def plot_comparisons(metrics_path: Path, *, png: Path, pdf: Path, caption: Path,
         mine = table[(table["comparison"] == name) & (table["a"] == a)]
         dots = per_session[(per_session["comparison"] == name) & (per_session["a"] == a)]
         for ax, kind in zip(axes[row], ("activity", "behaviour")):
-            tasks = [t for t in TASK_METRICS if (t in ACTIVITY_TASKS) == (kind == "activity") and t in set(mine["task"])]
+            tasks = [t for t in TASK_METRICS if (t in TASKS) == (kind == "activity") and t in set(mine["task"])]
             if not tasks:  # e.g. the GLM decodes no behaviour
                 ax.set_axis_off()
                 continue

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtm.figures.ablation import BEHAVIOUR_METRICS
 from mtm.figures.output import (
     BACKBONE_LABELS,
     METRIC_LABELS,
@@ -28,6 +27,7 @@ from mtm.figures.output import (
     title,
 )
 from mtm.io import write_text
+from mtm.vocabulary import TARGET_METRICS
 
 PROTOCOLS = {"rates": "rate decoder", "head": "supervised head"}
 COLOURS = {"rates": "#9aa5b1", "head": "#2f6db5"}
@@ -38,8 +38,8 @@ TABLE_COLUMNS = ("backbone", "scheme", "setting", "task", "protocol", "mean", "s
 def head_pairs(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per model (backbone, scheme, setting), target and session with a head: the rate decoder's,
     the head's and chance's values (PAIR_COLUMNS); NaN where a protocol could not decode."""
-    m = metrics[metrics["task"].isin(list(BEHAVIOUR_METRICS))]
-    metric = m["task"].map(BEHAVIOUR_METRICS)
+    m = metrics[metrics["task"].isin(list(TARGET_METRICS))]
+    metric = m["task"].map(TARGET_METRICS)
     protocol = np.select(
         [m["metric"] == metric, m["metric"] == "head_" + metric, m["metric"] == "chance_" + metric],
         ["rates", "head", "chance"],
@@ -81,13 +81,13 @@ def plot_heads(metrics_path: Path, *, png: Path, pdf: Path, caption: Path, table
         key=lambda m: (m.setting != "single", m.setting, m.backbone, order.get(m.scheme, len(order))),
     )
     n_settings = pairs["setting"].nunique()
-    tasks = [task for task in BEHAVIOUR_METRICS if task in set(pairs["task"])] or list(BEHAVIOUR_METRICS)
+    tasks = [task for task in TARGET_METRICS if task in set(pairs["task"])] or list(TARGET_METRICS)
     fig = new_figure(3.6 * len(tasks), 4.6)
     axes = np.atleast_1d(fig.subplots(1, len(tasks)))
     width = 0.38
     for ax, task in zip(axes, tasks):
         ax.set_title(TASK_LABELS.get(task, task), fontweight="bold", fontsize=10)
-        ax.set_ylabel(METRIC_LABELS[BEHAVIOUR_METRICS[task]], fontsize=9)
+        ax.set_ylabel(METRIC_LABELS[TARGET_METRICS[task]], fontsize=9)
         ax.spines[["top", "right"]].set_visible(False)
         here = pairs[pairs["task"] == task]
         if here.empty:

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mtm.figures.ablation import ACTIVITY_TASKS, BEHAVIOUR_METRICS
 from mtm.figures.output import (
     BACKBONE_LABELS,
-    BASELINES,
     METRIC_LABELS,
     SCHEME_LABELS,
     TASK_LABELS,
@@ -24,9 +22,10 @@ from mtm.figures.output import (
     task_axes,
     title,
 )
+from mtm.vocabulary import BASELINE_SCHEMES, TARGET_METRICS, TASKS
 
 MTM = "mtm-prompt"
-TASK_METRICS = {**{task: "bps" for task in ACTIVITY_TASKS}, **BEHAVIOUR_METRICS}
+TASK_METRICS = {**{task: "bps" for task in TASKS}, **TARGET_METRICS}
 COLOURS = {"ndt1": "#2f6db5", "ndt2": "#d9822b"}
 PAIR_COLUMNS = ("backbone", "task", "metric", "eid", "baseline", "mtm")
 
@@ -36,7 +35,7 @@ def paired_sessions(metrics: pd.DataFrame, *, setting: str = "single") -> pd.Dat
     sessions where both are finite."""
     m = metrics[(metrics["setting"] == setting) & (metrics["metric"] == metrics["task"].map(TASK_METRICS))]
     pairs = []
-    for backbone, baseline in BASELINES.items():
+    for backbone, baseline in BASELINE_SCHEMES.items():
         mine = m[m["backbone"] == backbone]
         wide = mine.pivot_table(index=["task", "metric", "eid"], columns="scheme", values="value", aggfunc="mean")
         if baseline not in wide or MTM not in wide:
@@ -51,8 +50,8 @@ def paired_sessions(metrics: pd.DataFrame, *, setting: str = "single") -> pd.Dat
 def plot_mtm_vs_baseline(metrics_path: Path, *, png: Path, pdf: Path, caption: Path, demo: bool) -> None:
     """Draw the per-session comparison from the metrics table; write png, pdf and caption."""
     pairs = paired_sessions(pd.read_parquet(metrics_path))
-    fig = new_figure(3.5 * max(len(ACTIVITY_TASKS), len(BEHAVIOUR_METRICS)), 7.6)
-    panels = task_axes(fig, [list(ACTIVITY_TASKS), list(BEHAVIOUR_METRICS)])
+    fig = new_figure(3.5 * max(len(TASKS), len(TARGET_METRICS)), 7.6)
+    panels = task_axes(fig, [list(TASKS), list(TARGET_METRICS)])
     for task, ax in panels.items():
         here = pairs[pairs["task"] == task]
         ax.set_title(TASK_LABELS.get(task, task), fontweight="bold", fontsize=10)
@@ -83,7 +82,7 @@ def plot_mtm_vs_baseline(metrics_path: Path, *, png: Path, pdf: Path, caption: P
     if unique:
         fig.legend(unique.values(), unique.keys(), loc="outside lower center", ncol=len(unique), frameon=False)
     n_sessions = pairs["eid"].nunique()
-    baselines = ", ".join(f"{BACKBONE_LABELS[b]}: {SCHEME_LABELS[s].lower()}" for b, s in BASELINES.items())
+    baselines = ", ".join(f"{BACKBONE_LABELS[b]}: {SCHEME_LABELS[s].lower()}" for b, s in BASELINE_SCHEMES.items())
     title(fig, f"MtM (prompted) against the baseline, per session ({n_sessions} sessions)", demo=demo)
     text = (
         f"MtM against its backbone's baseline per session (MtM Fig. 2C), for models trained on each of "

@@ -27,8 +27,6 @@ SCHEME_LABELS = {
     "mtm-prompt": "MtM (prompted)",
 }
 SCHEME_ORDER = tuple(SCHEME_LABELS)
-# each backbone's own baseline, the paper's comparison for MtM
-BASELINES = {"ndt1": "temporal", "ndt2": "random-token"}
 TASK_LABELS = {
     "co-smoothing": "co-smoothing",
     "forward-prediction": "forward prediction",

@@ -16,10 +16,8 @@ import pandas as pd
 from mtm.figures.ablation import ablation_table, draw_tables
 from mtm.figures.output import save_figure, title
 from mtm.figures.scaling import pretrain_size
-from mtm.evaluate import DECODING_PROMPTS
-from mtm.heldout import TASK_PROMPTS
 from mtm.io import write_text
-from mtm.masking import MTM_SCHEMES
+from mtm.vocabulary import DECODING_PROMPTS, MTM_SCHEMES, TASK_PROMPTS
 
 PROMPT_LABELS = {prompt: f"{prompt} prompt" for prompt in MTM_SCHEMES}
 OWN_PROMPTS = {**DECODING_PROMPTS, **TASK_PROMPTS}  # the prompt each task is evaluated with

@@ -17,7 +17,7 @@ import pandas as pd
 
 from mtm.figures.output import SCHEME_LABELS, new_figure, save_figure, title
 
-TASKS = {"inter-region": "inter-region: the region hidden", "intra-region": "intra-region: each unit hidden in its region"}
+RASTER_TASKS = {"inter-region": "inter-region: the region hidden", "intra-region": "intra-region: each unit hidden in its region"}
 UNLABELLED = ("unknown", "root", "void")
 COLOURS = {"observed": "black", "mtm": "#d9822b", "baseline": "#2f6db5"}
 
@@ -25,8 +25,8 @@ COLOURS = {"observed": "black", "mtm": "#d9822b", "baseline": "#2f6db5"}
 def choose_region(units: pd.DataFrame, preferred: str | None, *, min_units: int = 3) -> str | None:
     """`preferred` if at least `min_units` of its units were scored in both region tasks, else
     the labelled region with the most such units; None if there is none."""
-    scored = units[units["task"].isin(TASKS)].groupby("region")["task"].nunique()
-    both = units[units["region"].isin(scored[scored == len(TASKS)].index) & (units["task"] == "inter-region")]
+    scored = units[units["task"].isin(RASTER_TASKS)].groupby("region")["task"].nunique()
+    both = units[units["region"].isin(scored[scored == len(RASTER_TASKS)].index) & (units["task"] == "inter-region")]
     counts = both[~both["region"].isin(UNLABELLED)]["region"].value_counts()
     if preferred in counts and counts[preferred] >= min_units:
         return preferred
@@ -56,9 +56,9 @@ def plot_rasters(mtm_units: Path, baseline_units: Path, *, png: Path, pdf: Path,
         save_figure(fig, png=png, pdf=pdf, caption=caption, demo=demo,
                     text=f"No region of session {eid} had units scored by both models in both region tasks.")  # fmt: skip
         return
-    axes = fig.subplots(len(TASKS), 4, gridspec_kw={"width_ratios": [1, 1, 1, 1.25]})
+    axes = fig.subplots(len(RASTER_TASKS), 4, gridspec_kw={"width_ratios": [1, 1, 1, 1.25]})
     notes = []
-    for row, (task, heading) in enumerate(TASKS.items()):
+    for row, (task, heading) in enumerate(RASTER_TASKS.items()):
         ids, observed, predicted_mtm, bps_mtm = region_averages(mtm, region, task)
         base_ids, _, predicted_base, bps_base = region_averages(base, region, task)
         if not np.array_equal(ids, base_ids):

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from mtm.figures.ablation import ACTIVITY_TASKS, BEHAVIOUR_METRICS
 from mtm.figures.mtm_vs_baseline import COLOURS, MTM, TASK_METRICS
 from mtm.figures.output import (
     BACKBONE_LABELS,
@@ -25,6 +24,7 @@ from mtm.figures.output import (
     task_axes,
     title,
 )
+from mtm.vocabulary import TARGET_METRICS, TASKS
 
 SCALING_COLUMNS = ("backbone", "scheme", "n_pretrain", "task", "metric", "mean", "sem", "n_sessions")
 
@@ -65,8 +65,8 @@ def plot_scaling(metrics_path: Path, *, png: Path, pdf: Path, caption: Path, dem
     table = scaling_table(pd.read_parquet(metrics_path))
     sizes = sorted(set(table["n_pretrain"]))
     x_of = {n: i for i, n in enumerate(sizes)}
-    fig = new_figure(3.5 * max(len(ACTIVITY_TASKS), len(BEHAVIOUR_METRICS)), 7.6)
-    panels = task_axes(fig, [list(ACTIVITY_TASKS), list(BEHAVIOUR_METRICS)])
+    fig = new_figure(3.5 * max(len(TASKS), len(TARGET_METRICS)), 7.6)
+    panels = task_axes(fig, [list(TASKS), list(TARGET_METRICS)])
     curves = table[table["scheme"] != "reference"]
     for task, ax in panels.items():
         ax.set_title(TASK_LABELS.get(task, task), fontweight="bold", fontsize=10)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mtm.masking import MTM_SCHEMES, Mask
+from mtm.masking import Mask
 from mtm.models.backbone import Backbone, check_config, transformer_flops
 from mtm.models.layers import (
     Block,
@@ -37,6 +37,7 @@ from mtm.models.layers import (
     rotary_tables,
     scale_residual_outputs,
 )
+from mtm.vocabulary import MTM_SCHEMES
 
 
 @dataclass(kw_only=True)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtm.masking import MTM_SCHEMES, Mask
+from mtm.masking import Mask
 from mtm.models.backbone import Backbone, check_config, transformer_flops
 from mtm.models.layers import (
     Block,
@@ -42,6 +42,7 @@ from mtm.models.layers import (
     masked_output,
     scale_residual_outputs,
 )
+from mtm.vocabulary import MTM_SCHEMES
 
 
 @dataclass(kw_only=True)
