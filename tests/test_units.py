@@ -53,8 +53,11 @@ def test_allen_level_regions_keep_layers_apart_and_root_and_void(real_units):
     acronyms, so the cortical layers of VISam are regions of their own and its units in `void`
     (outside the brain; `root` elsewhere) stay in as one more (QC selects on quality, never on
     region); Beryl merges the layers. The region tasks hide what the level says."""
+    import torch
+
     from mtm import heldout
     from mtm.ibl.regions import region_labels
+    from mtm.masking import make_mask
 
     units = real_units.loc["0851db85-2889-4070-ac18-a40e8ebd96ba"]
     labels = region_labels(units["atlas_id"].to_numpy())
@@ -73,3 +76,9 @@ def test_allen_level_regions_keep_layers_apart_and_root_and_void(real_units):
     assert visam.sum() == np.isin(allen, list(layers)).sum() > layer5.sum()
     assert any((allen[h] == "void").all() for h in hidden["allen"])
     assert len(hidden["allen"]) > len(hidden["beryl"])
+    # training's inter-region masks at the Allen level hide one layer (or void) whole, nothing else
+    ids = torch.from_numpy(pd.factorize(allen)[0])
+    mask = make_mask("inter-region", shape=(64, 2, len(allen)), regions=ids, generator=torch.Generator().manual_seed(0))
+    for units in mask.hidden[:, 0, :]:
+        chosen = set(allen[units.numpy()])
+        assert len(chosen) == 1 and units.sum() == (allen == chosen.pop()).sum()
