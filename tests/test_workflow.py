@@ -56,7 +56,7 @@ def set_up_slurm_profile(wd: Path) -> None:
         assert profile["set-resources"][rule].pop("gpu") == 1
         profile["set-resources"][rule]["slurm_partition"] = "debug"
     profile["slurm-status-command"] = "squeue"
-    profile["slurm-init-seconds-before-status-checks"] = 5
+    profile["slurm-init-seconds-before-status-checks"] = 1  # the first poll after 1 s, then the plugin backs off by 10 s
     profile["slurm-keep-successful-logs"] = True  # the test reads which sessions each job ran
     profile["local-cores"] = 2  # the figures side by side: this machine is the login node and the node
     path.write_text(yaml.safe_dump(profile))
