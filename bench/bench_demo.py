@@ -99,7 +99,8 @@ def startup_seconds(module: str, repeats: int = 3) -> float:
 def epoch_seconds(*, n_units: int, n_trials: int, training: dict) -> tuple[float, float]:
     """(seconds of one training epoch, of its validation) of `mtm.train.train` with the demo's
     TrainConfig fields `training`, MtM-prompt, on a synthetic session (70/10/20 split)."""
-    from mtm.train import TrainConfig, train
+    from mtm.train import train
+    from mtm.train_config import TrainConfig
 
     counts, regions = synthetic_counts(n_trials, n_units)
     split = torch.zeros(n_trials, dtype=torch.long)
@@ -114,10 +115,10 @@ def epoch_seconds(*, n_units: int, n_trials: int, training: dict) -> tuple[float
         result = train(data, config, out, threads=1)
     total = statistics.median(row["seconds"] for row in result.history)
     started = time.perf_counter()  # validation alone: the same passes train() makes after each epoch
-    from mtm.train import evaluate, fixed_masks
+    from mtm.validation import fixed_masks, score_split
 
     masks = fixed_masks(data, "val", config.schemes, seed=0, batch_size=config.batch_size)
-    evaluate(result.model, data, masks, split="val", batch_size=config.batch_size, use_prompt=True)
+    score_split(result.model, data, masks, split="val", batch_size=config.batch_size, use_prompt=True)
     validation = time.perf_counter() - started
     return total - validation, validation
 

@@ -2,16 +2,16 @@
 
 Pretraining adds, per batch, the choice of one session's stitchers (`NDT1.stitch_in[eid]`,
 `readout[eid]`, `session_token[eid]`), an AdamW over every session's parameters, and the
-session order drawn by `_Run.epoch_batches`. This measures what that costs next to training
+session order drawn by `TrainingRun.epoch_batches`. This measures what that costs next to training
 one session at the same model size; the target is under 10%.
 
-Both runs are `mtm.train`'s own training state (`_Run`: model, AdamW, one-cycle schedule,
+Both runs are `mtm.train`'s own training state (`TrainingRun`: model, AdamW, one-cycle schedule,
 generators), scheme "mtm-prompt" (MtM with prompt tokens), batch 16, fp32 on the CPU:
     single  one session of 668 units
     multi   10 sessions of 418..918 units (evenly spread, mean 668), proportional sampling
 Synthetic sessions: 96 train + 16 val + 16 test trials x 100 bins, Poisson counts (log-normal
-rates per unit), units spread over 8 regions. A step is the body of `_train_epoch` for one
-batch, taken in the order `_Run.epoch_batches` gives: draw the scheme and its mask, index the
+rates per unit), units spread over 8 regions. A step is the body of `train_epoch` for one
+batch, taken in the order `TrainingRun.epoch_batches` gives: draw the scheme and its mask, index the
 counts, forward with prompt and session, zero_grad, backward, AdamW step, the loss for the log,
 scheduler step. Each run first takes warm-up steps; then the runs take turns (rounds of steps),
 so that drifts in the machine's speed hit both alike. Steps are timed one by one, by phase
@@ -22,7 +22,7 @@ The sessions differ in size, so samples/s alone mixes overhead with work: a samp
 (`NDT1.flops_per_sample(session=eid)`) grow with the session's units, and the shared embedding
 is 2 x the largest session's units wide (1836 for 918 units, against 1336 for one session of
 668). The fair comparison is the achieved GFLOP/s, multi over single. Also reported: the time
-of one `_Run.epoch_batches` call and the parameters, shared and per session.
+of one `TrainingRun.epoch_batches` call and the parameters, shared and per session.
 
     python bench/bench_pretrain.py                  # paper size, under a minute on 2 idle cores
     python bench/bench_pretrain.py --model demo     # about 10 seconds
@@ -45,7 +45,10 @@ from mtm.data import SessionTensors  # noqa: E402
 from mtm.masking import make_mask, sample_scheme  # noqa: E402
 from mtm.runtime import keep_freed_memory  # noqa: E402
 from mtm.splits import SPLITS  # noqa: E402
-from mtm.train import TrainConfig, _autocast, _Run, _to_device, masked_poisson_nll, prompt_of  # noqa: E402
+from mtm.device import autocast  # noqa: E402
+from mtm.train import TrainingRun  # noqa: E402
+from mtm.train_config import TrainConfig  # noqa: E402
+from mtm.validation import masked_poisson_nll, prompt_of  # noqa: E402
 
 N_REGIONS = 8
 PHASES = ("prep", "forward", "backward", "update")
@@ -70,14 +73,14 @@ def synthetic_session(eid: str, n_units: int, args, generator: torch.Generator) 
     return SessionTensors(**labels, counts=counts)  # counts held as float32
 
 
-def batch_stream(run: _Run) -> Iterator[tuple[SessionTensors, torch.Tensor]]:
-    """The batches of `_train_epoch`, epoch after epoch."""
+def batch_stream(run: TrainingRun) -> Iterator[tuple[SessionTensors, torch.Tensor]]:
+    """The batches of `train_epoch`, epoch after epoch."""
     while True:
         yield from run.epoch_batches(run.generators["data"])
 
 
-def train_step(run: _Run, data: SessionTensors, trials: torch.Tensor, precision: str) -> dict[str, float]:
-    """The computation of one `_train_epoch` step (one process, no accumulation), timed by phase; the
+def train_step(run: TrainingRun, data: SessionTensors, trials: torch.Tensor, precision: str) -> dict[str, float]:
+    """The computation of one `train_epoch` step (one process, no accumulation), timed by phase; the
     loss is the model's own here, where the trainer computes the same sum outside the model."""
     config, device = run.config, run.device
     t0 = time.perf_counter()
@@ -88,9 +91,9 @@ def train_step(run: _Run, data: SessionTensors, trials: torch.Tensor, precision:
         regions=data.regions,
         generator=run.generators["mask"],
     )
-    counts, mask = data.counts[trials].to(device), _to_device(mask, device)
+    counts, mask = data.counts[trials].to(device), mask.to(device)
     t1 = time.perf_counter()
-    with _autocast(precision, device):
+    with autocast(precision, device):
         prompt = prompt_of(scheme, use_prompt=config.use_prompt)
         out = run.model(counts, mask=mask, prompt=prompt, session=data.eid)
     t2 = time.perf_counter()
@@ -107,7 +110,7 @@ def train_step(run: _Run, data: SessionTensors, trials: torch.Tensor, precision:
     return dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
 
 
-def time_steps(run: _Run, batches, n: int, *, timed: bool, records: list[dict]) -> None:
+def time_steps(run: TrainingRun, batches, n: int, *, timed: bool, records: list[dict]) -> None:
     for _ in range(n):
         data, trials = next(batches)
         cpu = time.process_time()
@@ -119,7 +122,7 @@ def time_steps(run: _Run, batches, n: int, *, timed: bool, records: list[dict]) 
                                 cpu=time.process_time() - cpu, eid=data.eid))  # fmt: skip
 
 
-def parameter_counts(run: _Run) -> tuple[int, int]:
+def parameter_counts(run: TrainingRun) -> tuple[int, int]:
     """(shared parameters, parameters of all sessions' stitchers and tokens)."""
     model = run.model
     total = sum(p.numel() for p in model.parameters())
@@ -127,7 +130,7 @@ def parameter_counts(run: _Run) -> tuple[int, int]:
     return total - per_session, per_session
 
 
-def epoch_batches_seconds(run: _Run, reps: int = 20) -> float:
+def epoch_batches_seconds(run: TrainingRun, reps: int = 20) -> float:
     """Median seconds of one `epoch_batches` call (fresh generators: the run's own stay untouched)."""
     times = []
     for i in range(reps):
@@ -174,7 +177,7 @@ def main() -> None:
         device="cpu",
         seed=args.seed,
     )
-    runs = {name: _Run(data, config, torch.device("cpu"), None) for name, data in sessions.items()}
+    runs = {name: TrainingRun(data, config, torch.device("cpu"), None) for name, data in sessions.items()}
     print(f"torch {torch.__version__} on CPU, {torch.get_num_threads()} threads; "
           f"malloc: {'keeps freed memory' if reuse else 'default'}")  # fmt: skip
     print(f"NDT1 {args.model} size, MtM with prompts, fp32, batch {args.batch} x {args.bins} bins; "

@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from mtm.data import CountsCache, SessionTensors  # noqa: E402
 from mtm.session import TRIAL_COLUMNS, UNIT_COLUMNS, write_session  # noqa: E402
 from mtm.splits import split_trials  # noqa: E402
-from mtm.train import TrainConfig, _Run, _train_epoch  # noqa: E402
+from mtm.train import TrainingRun, train_epoch  # noqa: E402
+from mtm.train_config import TrainConfig  # noqa: E402
 
 N_TRIALS, N_BINS, STEPS = 200, 100, 50
 REGIONS = ("CA1", "DG", "LP", "PO", "VISa")
@@ -59,11 +60,6 @@ def write_sessions(folder: Path, n: int) -> list[Path]:
     return paths
 
 
-class NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-
 def measure(paths: list[Path]) -> dict:
     torch.set_num_threads(2)
     started = time.perf_counter()
@@ -71,14 +67,14 @@ def measure(paths: list[Path]) -> dict:
     sessions = [SessionTensors.from_file(path, cache) for path in paths]
     listed = time.perf_counter()
     rss_listed = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    run = _Run(sessions, TrainConfig(scheme="mtm-prompt", model="demo", epochs=1), torch.device("cpu"), None)
+    run = TrainingRun(sessions, TrainConfig(scheme="mtm-prompt", model="demo", epochs=1), torch.device("cpu"), None)
     built = time.perf_counter()
     batches = run.epoch_batches
     run.epoch_batches = lambda generator: batches(generator)[:1]  # the first step alone
-    _train_epoch(run, "fp32", NoBar())
+    train_epoch(run, "fp32")
     first_step = time.perf_counter()
     run.epoch_batches = lambda generator: batches(generator)[: STEPS - 1]
-    _train_epoch(run, "fp32", NoBar())
+    train_epoch(run, "fp32")
     params = sum(p.numel() for p in run.model.parameters())
     return {
         "sessions": len(paths),

@@ -41,7 +41,8 @@ from mtm.ibl.fetch import fetch_session
 from mtm.ibl.one_cache import write_one_tables
 from mtm.ibl.qc import QC_OUTPUTS, run_qc
 from mtm.io import CorruptFileError, write_json
-from mtm.train import TrainConfig, pretrain_sessions, train_session
+from mtm.jobs import pretrain_sessions, train_session
+from mtm.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SESSION = demo_sessions(1)[0]

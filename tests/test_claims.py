@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtm.evaluate import EvalConfig, ModelLabels, evaluate_model
+from mtm.evaluate import EvalConfig, evaluate_model
 from mtm.session import load_session
-from mtm.train import TrainConfig, train_session
+from mtm.jobs import train_session
+from mtm.results_table import ModelLabels
+from mtm.train_config import TrainConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.science]
 DEMO = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())["training"]

@@ -8,7 +8,8 @@ import pandas as pd
 
 from mtm.checkpoint import load_pretrained, read_config
 from mtm.session import load_session
-from mtm.train import TrainConfig, pretrain_sessions
+from mtm.jobs import pretrain_sessions
+from mtm.train_config import TrainConfig
 
 
 def test_mtm_finetune_takes_a_pretrained_model_to_a_new_session(four_sessions, tmp_path):

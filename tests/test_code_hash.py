@@ -17,7 +17,7 @@ def package(tmp_path) -> Path:
     """A copy of the mtm package to edit, and a script importing training from it."""
     copy = tmp_path / "mtm"
     shutil.copytree(Path(mtm.__file__).parent, copy, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    (tmp_path / "train.py").write_text("from mtm.train import TrainConfig, train_session\n")
+    (tmp_path / "train.py").write_text("from mtm.jobs import train_session\n")
     return copy
 
 

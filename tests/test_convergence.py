@@ -12,7 +12,9 @@ from test_train import assert_same_weights, start_training
 from mtm.data import SessionTensors
 from mtm.schedules import PlateauSchedule
 from mtm.session import load_session
-from mtm.train import PLATEAU_CUTS, TrainConfig, train, train_session
+from mtm.jobs import train_session
+from mtm.train import PLATEAU_CUTS, train
+from mtm.train_config import TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from mtm.data import SessionTensors
 from mtm.evaluate import model_predictor
 from mtm.masking import make_mask
 from mtm.models import BACKBONES
-from mtm.train import TrainConfig, train
+from mtm.train import train
+from mtm.train_config import TrainConfig
 from mtm.vocabulary import MTM_SCHEMES, TASK_PROMPTS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

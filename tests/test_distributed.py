@@ -5,8 +5,8 @@ import pandas as pd
 import safetensors.torch
 import torch
 
-from mtm.launch import torchrun_training
-from mtm.train import TrainConfig, train_session
+from mtm.jobs import run_training_job, train_session
+from mtm.train_config import TrainConfig
 
 CONFIG = dict(scheme="mtm-prompt", epochs=2, batch_size=8, lr=1e-3, dropout=0.0)
 
@@ -17,7 +17,7 @@ def test_two_processes_equal_one_with_accumulation(binned, tmp_path):
     train_session(binned["usable"], one, TrainConfig(**CONFIG, accumulation=2), threads=1)
 
     two = tmp_path / "two"
-    torchrun_training(2, "train_session", [str(binned["usable"]), str(two)], TrainConfig(**CONFIG), threads=1)
+    run_training_job("train_session", [str(binned["usable"]), str(two)], TrainConfig(**CONFIG), gpus=2, threads=1)
 
     a = safetensors.torch.load_file(str(one / "model.safetensors"))
     b = safetensors.torch.load_file(str(two / "model.safetensors"))

@@ -22,7 +22,8 @@ from mtm.evaluate import (
     write_metrics_table,
 )
 from mtm.session import load_session
-from mtm.train import TrainConfig, train_session
+from mtm.jobs import train_session
+from mtm.train_config import TrainConfig
 from mtm.vocabulary import DECODING_TARGETS, MTM_SCHEMES, TASK_PROMPTS, TASKS
 
 LABELS = ModelLabels(backbone="ndt1", scheme="mtm-prompt", setting="single")

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from mtm.evaluate import METRIC_COLUMNS
+from mtm.results_table import METRIC_COLUMNS
 from mtm.figures.ablation import ablation_table, plot_ablation
 from mtm.figures.comparisons import comparison_table, plot_comparisons
 from mtm.figures.convergence import plot_convergence, read_runs

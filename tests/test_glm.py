@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import PoissonRegressor
 
-from mtm.evaluate import METRIC_COLUMNS, EvalConfig, evaluation_units
+from mtm.evaluate import EvalConfig, evaluation_units
+from mtm.results_table import METRIC_COLUMNS
 from mtm.glm import GlmConfig, evaluate_glm, fit_poisson_glm, smoothed_log_counts, visible_units
 from mtm.session import load_session
 

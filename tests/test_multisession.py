@@ -8,9 +8,12 @@ from test_claims import demo_recipe
 
 from mtm.checkpoint import load_pretrained
 from mtm.data import SessionTensors
-from mtm.evaluate import EvalConfig, ModelLabels, evaluate_model
+from mtm.evaluate import EvalConfig, evaluate_model
 from mtm.session import load_session
-from mtm.train import TrainConfig, _Run, finetune_session, pretrain_sessions, train
+from mtm.jobs import finetune_session, pretrain_sessions
+from mtm.results_table import ModelLabels
+from mtm.train import TrainingRun, train
+from mtm.train_config import TrainConfig
 
 # Forward prediction causal for these neuron-masked models, which met neither causal attention nor
 # hidden bins in training: as-trained (bidirectional, the last bins zeroed) scored the finetuned one
@@ -29,7 +32,7 @@ def test_every_batch_comes_from_one_session_in_proportion(tensors):
     sessions = [tensors[0], SessionTensors(**{**tensors[1].__dict__, "splits": {
         **tensors[1].splits, "train": tensors[1].splits["train"][:40]}})]  # fmt: skip
     config = TrainConfig(scheme="neuron", batch_size=16)
-    run = _Run(sessions, config, torch.device("cpu"), None)
+    run = TrainingRun(sessions, config, torch.device("cpu"), None)
     batches = run.epoch_batches(torch.Generator().manual_seed(0))
     per_session = {data.eid: 0 for data in sessions}
     for data, trials in batches:
@@ -37,7 +40,7 @@ def test_every_batch_comes_from_one_session_in_proportion(tensors):
         per_session[data.eid] += 1
     assert list(per_session.values()) == [data.n_batches("train", batch_size=16) for data in sessions]
     assert [d.eid for d, _ in batches] != sorted(d.eid for d, _ in batches)  # interleaved, not blocked
-    balanced = _Run(sessions, TrainConfig(scheme="neuron", batch_size=16, session_sampling="balanced"), torch.device("cpu"), None)
+    balanced = TrainingRun(sessions, TrainConfig(scheme="neuron", batch_size=16, session_sampling="balanced"), torch.device("cpu"), None)
     counts = {}
     for data, _ in balanced.epoch_batches(torch.Generator().manual_seed(0)):
         counts[data.eid] = counts.get(data.eid, 0) + 1

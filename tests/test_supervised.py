@@ -15,7 +15,7 @@ import torch
 from conftest import wait_for_saved_epoch
 
 from mtm.checkpoint import load_pretrained, save_skipped
-from mtm.evaluate import METRIC_COLUMNS
+from mtm.results_table import METRIC_COLUMNS
 from mtm.session import load_session
 from mtm.supervised import (
     HeadConfig,
@@ -24,7 +24,8 @@ from mtm.supervised import (
     finetune_head_checkpoint,
     unfrozen_stages,
 )
-from mtm.train import TrainConfig, train_session
+from mtm.jobs import train_session
+from mtm.train_config import TrainConfig
 
 TARGETS = ("choice", "block", "wheel-speed", "whisker-motion-energy")
 HEAD_IN_SUBPROCESS = (

@@ -22,12 +22,15 @@ from mtm.data import CountsCache, SessionTensors
 from mtm.masking import make_mask
 from mtm.models.layers import poisson_nll
 from mtm.session import load_session
-from mtm.train import TrainConfig, evaluate, fixed_masks, train, train_session
+from mtm.jobs import train_session
+from mtm.train import train
+from mtm.train_config import TrainConfig
+from mtm.validation import fixed_masks, score_split
 from mtm.vocabulary import MTM_SCHEMES
 
 RESUMABLE = TrainConfig(scheme="mtm-prompt", epochs=4, lr=1e-3, seed=7)
 TRAIN_IN_SUBPROCESS = (
-    "import json, sys; from mtm.train import TrainConfig, train_session; "
+    "import json, sys; from mtm.jobs import train_session; from mtm.train_config import TrainConfig; "
     "train_session(sys.argv[1], sys.argv[2], TrainConfig(**json.loads(sys.argv[3])), threads=1)"
 )
 
@@ -132,7 +135,7 @@ def test_short_training_beats_the_mean_rate_null(data, backbone, scheme, epochs,
     result = train(data, config, tmp_path, threads=1)
     token_units = result.model.token_units
     masks = fixed_masks(data, "test", config.schemes, seed=123, batch_size=16, token_units=token_units)
-    model_nll = evaluate(result.model, data, masks, split="test", batch_size=16, use_prompt=config.use_prompt).loss
+    model_nll = score_split(result.model, data, masks, split="test", batch_size=16, use_prompt=config.use_prompt).loss
 
     mean_rate = data.mean_counts("train")
     null_nll = {}
@@ -256,7 +259,7 @@ def test_psth_r2_of_the_most_active_units_is_their_mean_r2_over_bins():
     the trial-summed prediction, averaged; the other units do not count."""
     from sklearn.metrics import r2_score
 
-    from mtm.train import SELECTION_UNITS, active_units_psth_r2
+    from mtm.validation import SELECTION_UNITS, active_units_psth_r2
 
     g = torch.Generator().manual_seed(0)
     observed = torch.rand(100, 80, generator=g, dtype=torch.float64)
@@ -273,13 +276,23 @@ def test_psth_r2_selection_keeps_the_weights_of_the_best_r2_epoch(data, tmp_path
     falls to epoch 4, psth-r2 (the authors') keeps epoch 2's weights (bit-identical to val-loss
     on a loss that is lowest at epoch 2: the same run), and val-loss epoch 4's."""
     import mtm.train
+    from mtm.validation import Scores
 
     falling, r2s = [0.5, 0.4, 0.3, 0.2], [0.1, 0.3, 0.2, 0.1]
+
+    def scripted(losses):
+        epochs = iter(range(len(losses)))
+
+        def validate(*args, **kwargs):
+            epoch = next(epochs)
+            return Scores(loss={"temporal": losses[epoch]}, psth_r2={"temporal": r2s[epoch]})
+
+        return validate
+
     kept = {}
     for name, selection, losses in (("r2", "psth-r2", falling), ("loss", "val-loss", falling),
                                     ("loss-at-2", "val-loss", [0.5, 0.2, 0.3, 0.4])):  # fmt: skip
-        monkeypatch.setattr(mtm.train, "_validate", lambda run, masks, precision, losses=losses: mtm.train.Scores(
-            loss={"temporal": losses[run.epoch]}, psth_r2={"temporal": r2s[run.epoch]}))  # fmt: skip
+        monkeypatch.setattr(mtm.train, "validate", scripted(losses))
         config = TrainConfig(scheme="temporal", epochs=4, lr=3e-3, seed=1, selection=selection)
         result = train(data, config, tmp_path / name, threads=1)
         kept[name] = weights(tmp_path / name / "model.safetensors")
@@ -294,7 +307,7 @@ def test_psth_r2_selection_keeps_the_weights_of_the_best_r2_epoch(data, tmp_path
 def test_single_session_token_switch(data):
     """Without the token (the authors' single-session models) a single-session model has no
     session token; a multi-session model keeps one per session whatever the switch."""
-    from mtm.train import build_model
+    from mtm.train_config import build_model
 
     for backbone in ("ndt1", "ndt2"):
         config = TrainConfig(scheme="mtm-prompt", backbone=backbone, single_session_token=False)
@@ -307,7 +320,7 @@ def test_single_session_token_switch(data):
 
 
 def test_the_causal_leak_reaches_the_model_only_when_asked():
-    from mtm.train import build_model
+    from mtm.train_config import build_model
 
     for leak in (False, True):
         model = build_model(TrainConfig(scheme="causal", causal_context_sees_bins=leak), sessions={"a": 20}, n_bins=100)

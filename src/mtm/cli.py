@@ -31,7 +31,8 @@ from mtm.checkpoint import read_config
 from mtm.evaluate import EvalConfig, evaluate_checkpoint
 from mtm.io import CorruptFileError
 from mtm.runtime import keep_freed_memory
-from mtm.train import TRAINABLE, TrainConfig, finetune_session
+from mtm.jobs import finetune_session
+from mtm.train_config import TRAINABLE, TrainConfig
 
 SHOWN_METRICS = ("bps", "oracle_bps", "accuracy", "chance_accuracy", "r2", "chance_r2")
 

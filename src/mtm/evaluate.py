@@ -1,6 +1,7 @@
 """Evaluate a trained model on one session's test trials: every MtM task, as one tidy table.
 
-`evaluate_model` returns two tables. `metrics`, one row per (task, metric), columns METRIC_COLUMNS:
+`evaluate_model` returns a results_table.Evaluation. `metrics`, one row per (task, metric),
+columns results_table.METRIC_COLUMNS:
 
     activity tasks (mtm.vocabulary.TASKS), each under the prompt of its scheme:
       bps                per-unit bits/spike, the mean over units (MtM's convention)
@@ -31,30 +32,28 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 
 from mtm import heldout, metrics
 from mtm.checkpoint import load_pretrained, read_config
 from mtm.data import REGION_LEVELS, UNKNOWN_REGION
 from mtm.decoding import DECODER_PROTOCOLS, decode_behaviour, input_bins
-from mtm.io import write_parquet, write_text
+from mtm.device import autocast, resolve_device
 from mtm.runtime import num_threads
 from mtm.seeds import derive_seed
-from mtm.session import SessionData, load_session
-from mtm.train import resolve_device
+from mtm.results_table import (
+    UNIT_COLUMNS,
+    Evaluation,
+    ModelLabels,
+    empty_table,
+    metrics_frame,
+    write_evaluation,
+)
+from mtm.session import SessionData, load_model_session
 from mtm.vocabulary import DECODING_PROMPTS, DECODING_TARGETS, MTM_SCHEMES, TASK_PROMPTS, TASKS, prompt_index
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = (
-    "model", "backbone", "scheme", "setting", "seed", "eid", "task", "prompt", "metric", "value", "n_units", "n_trials",
-)  # fmt: skip
-UNIT_COLUMNS = (
-    "model", "seed", "eid", "task", "unit", "uuid", "region", "bps", "oracle_bps", "poisson_d2", "psth_r2", "single_trial_r2",
-    "psth_observed", "psth_predicted",
-)  # fmt: skip
-NO_PROMPT = "none"
 DECODING_ATTENTION = ("bidirectional", "as-prompted")
 
 
@@ -107,37 +106,6 @@ class EvalConfig:
                 raise ValueError(f"EvalConfig.{name} must be one of {allowed}, not {getattr(self, name)!r}")
 
 
-@dataclass(frozen=True, kw_only=True)
-class ModelLabels:
-    """How the tables name a model: e.g. backbone "ndt1", scheme "mtm-prompt", setting "single"
-    (model "ndt1/mtm-prompt/single"), and its training seed (replicates share the model name)."""
-
-    backbone: str
-    scheme: str
-    setting: str
-    seed: int = 0
-
-    @property
-    def model(self) -> str:
-        return f"{self.backbone}/{self.scheme}/{self.setting}"
-
-    @classmethod
-    def of_checkpoint(cls, metadata: dict, setting: str) -> ModelLabels:
-        """The labels of a saved model, from its config.json metadata."""
-        training = metadata["training"]
-        return cls(
-            backbone=training.get("backbone", "ndt1"), scheme=training["scheme"], setting=setting,
-            seed=int(training.get("seed", 0)),
-        )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    metrics: pd.DataFrame  # METRIC_COLUMNS
-    units: pd.DataFrame  # UNIT_COLUMNS
-    prompts: pd.DataFrame  # METRIC_COLUMNS, every task under every prompt (empty unless asked for)
-
-
 def model_predictor(
     model: torch.nn.Module, *, session: str, prompt: str | None, precision: str = "fp32"
 ) -> heldout.Predictor:
@@ -147,7 +115,7 @@ def model_predictor(
     token = None if prompt is None else prompt_index(prompt)
 
     def predict(inputs: torch.Tensor, causal: bool) -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):
+        with torch.inference_mode(), autocast(precision, device):
             out = model(inputs.to(device), session=session, prompt=token, causal=causal)
         return out.log_rates.float().cpu()
 
@@ -188,8 +156,7 @@ def evaluate_model(
     rows, unit_rows, prompt_rows = [], [], []
 
     def row(table: list, task: str, prompt: str | None, metric: str, value: float, n_units: int, n_trials: int) -> None:
-        table.append((labels.model, labels.backbone, labels.scheme, labels.setting, labels.seed, session.eid, task,
-                      prompt or NO_PROMPT, metric, float(value), n_units, n_trials))  # fmt: skip
+        table.append(labels.metric_row(session.eid, task, prompt, metric, value, n_units, n_trials))
 
     def score_task(task: str, prompt: str | None) -> tuple[dict[str, float], dict[str, np.ndarray], heldout.TaskPrediction]:
         predict = model_predictor(model, session=session.eid, prompt=prompt, precision=config.precision)
@@ -246,10 +213,8 @@ def evaluate_model(
             row(prompt_rows, target, other, result.metric, result.value, n_units, result.n_test)
             row(prompt_rows, target, other, f"chance_{result.metric}", result.chance, n_units, result.n_test)
 
-    table = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
     units_table = pd.concat(unit_rows, ignore_index=True) if unit_rows else empty_table(UNIT_COLUMNS)
-    prompts = pd.DataFrame(prompt_rows, columns=list(METRIC_COLUMNS)) if prompt_rows else empty_table(METRIC_COLUMNS)
-    return Evaluation(metrics=table, units=units_table[list(UNIT_COLUMNS)], prompts=prompts)
+    return Evaluation(metrics=metrics_frame(rows), units=units_table[list(UNIT_COLUMNS)], prompts=metrics_frame(prompt_rows))
 
 
 def psth_conditions(trials: pd.DataFrame) -> np.ndarray:
@@ -316,19 +281,6 @@ def _decode(model, session: SessionData, config: EvalConfig, prompts: dict[str, 
     return {target: results[target] for target in prompts}
 
 
-def empty_table(columns: tuple[str, ...]) -> pd.DataFrame:
-    return pd.DataFrame({name: pd.Series(dtype=object) for name in columns})
-
-
-def load_model_session(model_dir: str | Path, binned_path: str | Path, eids: list[str]) -> SessionData:
-    """The binned session a saved model (with layers for `eids`) is to be scored on; ValueError if
-    the file holds another session."""
-    session = load_session(binned_path)
-    if session.eid not in eids:
-        raise ValueError(f"{model_dir} holds the sessions {eids}, not {session.eid} ({binned_path})")
-    return session
-
-
 def evaluate_checkpoint(
     model_dir: str | Path,
     binned_path: str | Path,
@@ -350,7 +302,7 @@ def evaluate_checkpoint(
     labels = ModelLabels.of_checkpoint(meta, setting)
     if "skipped" in saved:
         log.info("%s: no model to evaluate (%s)", meta["eid"], saved["skipped"])
-        evaluation = Evaluation(metrics=empty_table(METRIC_COLUMNS), units=empty_table(UNIT_COLUMNS), prompts=empty_table(METRIC_COLUMNS))
+        evaluation = Evaluation.empty()
     else:
         session = load_model_session(model_dir, binned_path, meta.get("eids") or [meta["eid"]])
         with num_threads(threads):
@@ -359,52 +311,3 @@ def evaluate_checkpoint(
     info = {"model_dir": str(model_dir), "binned": str(binned_path), "evaluation": dataclasses.asdict(config)}
     write_evaluation(out_dir, evaluation, info)
     return evaluation
-
-
-def write_evaluation(out_dir: Path, evaluation: Evaluation, info: dict, *, prompts: bool = True) -> None:
-    """metrics.parquet, metrics.csv, units.parquet and (with `prompts`) prompts.parquet in
-    `out_dir`, each written atomically; `info` goes into the Parquet files' metadata."""
-    write_parquet(out_dir / "metrics.parquet", pa.Table.from_pandas(evaluation.metrics, preserve_index=False), info)
-    write_text(out_dir / "metrics.csv", evaluation.metrics.to_csv(index=False))
-    write_parquet(out_dir / "units.parquet", pa.Table.from_pandas(evaluation.units, preserve_index=False), info)
-    if prompts:
-        write_parquet(out_dir / "prompts.parquet", pa.Table.from_pandas(evaluation.prompts, preserve_index=False), info)
-
-
-def join_metrics(paths: list[str | Path]) -> pd.DataFrame:
-    """All metric tables in one, sorted by model, eid, task and metric."""
-    tables = [pd.read_parquet(path) for path in paths]
-    tables = [t for t in tables if len(t)] or [empty_table(METRIC_COLUMNS)]
-    return pd.concat(tables, ignore_index=True).sort_values(["model", "eid", "task", "metric"], ignore_index=True)
-
-
-def summarise_metrics(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean, standard error and number of sessions of each (model, task, prompt, metric), over
-    sessions: a session's value is the mean over its seeds (n_seeds: the most any session has)."""
-    keys = ["model", "backbone", "scheme", "setting", "task", "prompt", "metric"]
-    per_session = table.groupby([*keys, "eid"], sort=True)["value"].agg(value="mean", n_seeds="count")
-    grouped = per_session.groupby(keys, sort=True)
-    summary = grouped["value"].agg(mean="mean", sem="sem", n_sessions="count")
-    return summary.join(grouped["n_seeds"].max()).reset_index()
-
-
-def write_metrics_table(
-    paths: list[str | Path],
-    parquet: str | Path,
-    csv: str | Path,
-    summary: str | Path,
-    prompts: str | Path,
-    *,
-    heads: list[str | Path] = (),
-    glm: list[str | Path] = (),
-) -> None:
-    """Join the per-model tables (metrics.parquet files of evaluations, of supervised heads,
-    mtm.supervised, and of the GLM, mtm.glm) into `parquet` and `csv`, their per-model means
-    into `summary`, and the prompt ablations beside the evaluations' tables (prompts.parquet)
-    into `prompts`."""
-    table = join_metrics([*paths, *heads, *glm])
-    write_parquet(parquet, pa.Table.from_pandas(table, preserve_index=False))
-    write_text(csv, table.to_csv(index=False))
-    write_text(summary, summarise_metrics(table).to_csv(index=False))
-    ablation = join_metrics([Path(path).with_name("prompts.parquet") for path in paths])
-    write_parquet(prompts, pa.Table.from_pandas(ablation, preserve_index=False))

@@ -41,19 +41,8 @@ from scipy.ndimage import gaussian_filter1d
 
 from mtm import metrics
 from mtm.data import UNKNOWN_REGION
-from mtm.evaluate import (
-    METRIC_COLUMNS,
-    NO_PROMPT,
-    UNIT_COLUMNS,
-    EvalConfig,
-    Evaluation,
-    ModelLabels,
-    empty_table,
-    evaluation_units,
-    psth_conditions,
-    score_rates,
-    write_evaluation,
-)
+from mtm.evaluate import EvalConfig, evaluation_units, psth_conditions, score_rates
+from mtm.results_table import UNIT_COLUMNS, Evaluation, ModelLabels, empty_table, metrics_frame, write_evaluation
 from mtm.runtime import num_threads
 from mtm.session import SessionData, load_session
 
@@ -220,7 +209,7 @@ GLM_LABELS = ModelLabels(backbone="glm", scheme="smoothing", setting="single")
 def evaluate_glm(
     session: SessionData, eval_config: EvalConfig, *, config: GlmConfig = GlmConfig(), region_level: str = "beryl"
 ) -> Evaluation:
-    """The GLM's rows of the metrics table (`mtm.evaluate.METRIC_COLUMNS`, model
+    """The GLM's rows of the metrics table (`mtm.results_table.METRIC_COLUMNS`, model
     "glm/smoothing/single") for a session: its tasks among `eval_config.tasks`, on the test
     trials and the units that `mtm.evaluate` scores, with the same metrics."""
     split = np.asarray(session.split)
@@ -238,8 +227,7 @@ def evaluate_glm(
         summary, per_unit = score_rates(rates, counts, conditions, oracle)
         summary.update(kernel_sd=prediction.kernel_sd, alpha=prediction.alpha)
         for metric, value in summary.items():
-            rows.append((GLM_LABELS.model, GLM_LABELS.backbone, GLM_LABELS.scheme, GLM_LABELS.setting, GLM_LABELS.seed,
-                         session.eid, task, NO_PROMPT, metric, float(value), len(units), len(test)))  # fmt: skip
+            rows.append(GLM_LABELS.metric_row(session.eid, task, None, metric, value, len(units), len(test)))
         per_unit["psth_observed"] = counts.mean(axis=0).T / session.bin_size
         per_unit["psth_predicted"] = rates.mean(axis=0).T / session.bin_size
         unit_tables.append(pd.DataFrame({
@@ -247,9 +235,8 @@ def evaluate_glm(
             "uuid": session.units["uuid"].to_numpy()[units].astype(str), "region": regions[units],
             **{name: list(values) for name, values in per_unit.items()},
         }))  # fmt: skip
-    metrics_table = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
     units_table = pd.concat(unit_tables, ignore_index=True) if unit_tables else empty_table(UNIT_COLUMNS)
-    return Evaluation(metrics=metrics_table, units=units_table[list(UNIT_COLUMNS)], prompts=empty_table(METRIC_COLUMNS))
+    return Evaluation(metrics=metrics_frame(rows), units=units_table[list(UNIT_COLUMNS)], prompts=Evaluation.empty().prompts)
 
 
 def evaluate_glm_session(
@@ -262,7 +249,7 @@ def evaluate_glm_session(
     session = load_session(binned_path)
     if not session.usable:
         log.info("%s: no GLM for an unusable session", session.eid)
-        evaluation = Evaluation(empty_table(METRIC_COLUMNS), empty_table(UNIT_COLUMNS), empty_table(METRIC_COLUMNS))
+        evaluation = Evaluation.empty()
     else:
         with num_threads(threads):
             evaluation = evaluate_glm(session, eval_config, config=config, region_level=region_level)

@@ -56,6 +56,9 @@ class Mask:
     target: torch.Tensor
     causal: bool
 
+    def to(self, device: torch.device) -> Mask:
+        return Mask(hidden=self.hidden.to(device), target=self.target.to(device), causal=self.causal)
+
 
 def sample_scheme(schemes: tuple[str, ...] | list[str], *, generator: torch.Generator) -> str:
     """One scheme, drawn uniformly from `schemes` (one per batch in MtM training)."""

@@ -196,3 +196,12 @@ def _reading(path: str | Path):
 def _unpack(table: pa.Table, name: str, shape: tuple[int, ...]) -> np.ndarray:
     flat = table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
     return flat.reshape(shape)
+
+
+def load_model_session(model_dir: str | Path, binned_path: str | Path, eids: list[str]) -> SessionData:
+    """The binned session a saved model (with layers for `eids`) is to be scored on; ValueError if
+    the file holds another session."""
+    session = load_session(binned_path)
+    if session.eid not in eids:
+        raise ValueError(f"{model_dir} holds the sessions {eids}, not {session.eid} ({binned_path})")
+    return session

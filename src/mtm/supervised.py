@@ -28,8 +28,8 @@ mtm.decoding, whose chance levels (from the train+val trials, on the same test t
 reported here too, so both protocols compare row by row. The authors' settings are the defaults:
 AdamW lr 5e-4, weight decay 1 (choice, block) or 0.1 (wheel, whisker), 200 epochs, batch 16.
 
-The state is saved every `checkpoint_every` epochs (mtm.checkpoint.save_state), so a killed job
-resumes where it stopped and ends bit-identical to an uninterrupted one.
+The state is saved every `checkpoint_every` epochs (mtm.resumable), so a killed job resumes
+where it stopped and ends bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -46,21 +46,21 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from mtm.checkpoint import clear_state, load_pretrained, load_state, read_config, save_state, write_weights
+from mtm.checkpoint import clear_state, load_pretrained, read_config, write_weights
 from mtm.decoding import chance_level, flat_r2, input_bins, not_decodable, target_values
-from mtm.evaluate import METRIC_COLUMNS, NO_PROMPT, ModelLabels, empty_table, load_model_session
+from mtm.device import resolve_device
 from mtm.io import write_json, write_parquet, write_text
+from mtm.results_table import METRIC_COLUMNS, ModelLabels, empty_table
+from mtm.resumable import STATE_DIR, ResumableRun, write_skipped
 from mtm.runtime import exit_on_sigterm, num_threads
 from mtm.seeds import derive_seed
-from mtm.session import SessionData
-from mtm.train import resolve_device
+from mtm.session import SessionData, load_model_session
 from mtm.vocabulary import CLASSIFICATION_TARGETS, DECODING_PROMPTS, DECODING_TARGETS, prompt_index
 
 log = logging.getLogger(__name__)
 
 ENCODER_MODES = ("frozen", "full", "gradual")
 HEAD_METRICS = {"accuracy": "head_accuracy", "r2": "head_r2"}  # metric names in the metrics table
-STATE_DIR = "state"
 LOG_COLUMNS = ["epoch", "train_loss", "val_loss", "val_score"]
 WEIGHT_DECAY = {"choice": 1.0, "block": 1.0, "block-whole-trial": 1.0, "wheel-speed": 0.1, "whisker-motion-energy": 0.1}
 
@@ -171,13 +171,13 @@ def unfrozen_stages(epoch: int, config: HeadConfig, n_stages: int) -> int:
     return min(n_stages, epoch * (n_stages + 1) // config.epochs)
 
 
-class _Run:
-    """A head's training: the model, head, optimiser, RNG and bookkeeping that a state holds."""
+class HeadRun(ResumableRun):
+    """A head's training (mtm.resumable): the encoder, the head, AdamW and the batch order."""
 
     def __init__(self, model: nn.Module, session: SessionData, targets: _Targets, target: str, config: HeadConfig,
                  device: torch.device):  # fmt: skip
+        super().__init__(device)
         self.model, self.session, self.targets, self.target, self.config = model, session, targets, target, config
-        self.device = device
         uses_prompt = getattr(model.config, "use_prompt", False)
         self.prompt_name = DECODING_PROMPTS[target] if uses_prompt else None
         self.prompt = None if self.prompt_name is None else prompt_index(self.prompt_name)
@@ -186,7 +186,7 @@ class _Run:
         out = 1 if targets.classify else n_bins
         # the encoder sees the bins the target's decoders see (block: before the event only)
         self.input_bins = input_bins(target, session) or n_bins
-        self.generator = torch.Generator().manual_seed(derive_seed(config.seed, session.eid, target))
+        self.generators = {"batches": torch.Generator().manual_seed(derive_seed(config.seed, session.eid, target))}
         torch.manual_seed(derive_seed(config.seed, session.eid, target, "dropout"))  # the encoder's, when it trains
         # zeros: the head starts at the prior (logit 0; the train trials' mean per bin) and only
         # moves away from it where the latents help; random weights on thousands of latents
@@ -204,9 +204,6 @@ class _Run:
         self.optimizer = torch.optim.AdamW(groups)
         self.frozen_latents = self._latents(np.arange(len(self.counts))) if config.encoder == "frozen" else None
         self.loss_fn = nn.functional.binary_cross_entropy_with_logits if targets.classify else nn.functional.mse_loss
-        self.epoch, self.best_epoch, self.best_val_loss = 0, None, np.inf
-        self.best_weights: dict[str, Any] | None = None
-        self.history: list[dict[str, float]] = []
 
     def _latents(self, trials: np.ndarray, *, train: bool = False) -> torch.Tensor:
         """(len(trials), input_bins * hidden) latents; in eval mode without gradients unless `train`."""
@@ -236,7 +233,7 @@ class _Run:
                 p.requires_grad_(i < n_train)
         train = self.targets.index["train"]
         y = self.targets.tensor("train").to(self.device)
-        order = torch.randperm(len(train), generator=self.generator)
+        order = torch.randperm(len(train), generator=self.generators["batches"])
         total = 0.0
         self.head.train()
         for batch in order.split(self.config.batch_size):
@@ -261,9 +258,7 @@ class _Run:
         self.epoch += 1
         self.history.append({"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss,
                              "val_score": self.targets.score("val", outputs)})  # fmt: skip
-        if val_loss < self.best_val_loss:
-            self.best_val_loss, self.best_epoch = val_loss, self.epoch
-            self.best_weights = self.weights()
+        self.select(-val_loss)
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The head's tensors (head.*) and, when the encoder trains, the encoder's (encoder.*)."""
@@ -281,27 +276,6 @@ class _Run:
     def identity(self) -> dict[str, Any]:
         return {"config": dataclasses.asdict(self.config), "eid": self.session.eid, "target": self.target}
 
-    def state(self) -> dict[str, Any]:
-        return {
-            **self.identity(),
-            "epoch": self.epoch,
-            "best_epoch": self.best_epoch,
-            "best_val_loss": self.best_val_loss,
-            "best_weights": self.best_weights,
-            "history": self.history,
-            "weights": self.weights(),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "batches": self.generator.get_state()},
-        }
-
-    def restore(self, state: dict[str, Any]) -> None:
-        self.load_weights(state["weights"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.generator.set_state(state["rng"]["batches"])
-        self.epoch, self.best_epoch, self.best_val_loss = state["epoch"], state["best_epoch"], state["best_val_loss"]
-        self.best_weights, self.history = state["best_weights"], state["history"]
-
 
 def finetune_head(
     model: nn.Module, session: SessionData, target: str, config: HeadConfig, *, state_dir: Path | None = None
@@ -317,14 +291,14 @@ def finetune_head(
         log.warning("%s: cannot decode %s: %s", session.eid, target, targets.unusable)
         return HeadResult(target, targets.metric, float("nan"), float("nan"), None, [], n["train"], n["val"], n["test"], {})
     device = next(model.parameters()).device
-    run = _Run(model, session, targets, target, config, device)
+    run = HeadRun(model, session, targets, target, config, device)
     if state_dir is not None:
-        _resume(run, state_dir)
+        run.resume(state_dir, f"{session.eid} {target}")
     with exit_on_sigterm():
         while run.epoch < config.epochs:
             run.end_epoch(run.train_epoch())
             if state_dir is not None and (run.epoch % config.checkpoint_every == 0 or run.epoch == config.epochs):
-                save_state(state_dir, run.state())
+                run.save(state_dir)
     run.load_weights(run.best_weights)
     value = targets.score("test", run.outputs("test"))
     for p in model.parameters():
@@ -333,18 +307,6 @@ def finetune_head(
              targets.chance, run.best_epoch)  # fmt: skip
     return HeadResult(target, targets.metric, value, targets.chance, run.best_epoch, run.history, n["train"],
                       n["val"], n["test"], run.best_weights)  # fmt: skip
-
-
-def _resume(run: _Run, state_dir: Path) -> None:
-    state = load_state(state_dir)
-    if state is None:
-        return
-    if {k: state.get(k) for k in run.identity()} != run.identity():
-        log.warning("%s: the state in %s is of another head; starting afresh", run.session.eid, state_dir)
-        clear_state(state_dir)
-        return
-    run.restore(state)
-    log.info("%s %s: resumed after epoch %d", run.session.eid, run.target, run.epoch)
 
 
 def finetune_head_checkpoint(
@@ -369,10 +331,7 @@ def finetune_head_checkpoint(
     labels = ModelLabels.of_checkpoint(meta, setting)
     info = {"model_dir": str(model_dir), "binned": str(binned_path), "target": target, "head": dataclasses.asdict(config)}
     if "skipped" in saved:
-        log.info("%s: no model to finetune a head on (%s)", meta["eid"], saved["skipped"])
-        write_weights(out_dir / "model.safetensors", {})
-        write_json(out_dir / "config.json", {"skipped": saved["skipped"], **info})
-        write_text(out_dir / "log.csv", ",".join(LOG_COLUMNS) + "\n")
+        write_skipped(out_dir, f"no model to finetune a head on ({saved['skipped']})", info, LOG_COLUMNS)
         table = empty_table(METRIC_COLUMNS)
     else:
         session = load_model_session(model_dir, binned_path, meta.get("eids") or [meta["eid"]])
@@ -383,9 +342,9 @@ def finetune_head_checkpoint(
         summary = {k: getattr(result, k) for k in ("metric", "value", "chance", "best_epoch", "n_train", "n_val", "n_test")}
         write_json(out_dir / "config.json", {**info, "eid": session.eid, "model": labels.model, "result": summary})
         write_text(out_dir / "log.csv", pd.DataFrame(result.history, columns=LOG_COLUMNS).to_csv(index=False))
-        prompt = DECODING_PROMPTS[target] if getattr(model.config, "use_prompt", False) else NO_PROMPT
-        row = (labels.model, labels.backbone, labels.scheme, labels.setting, labels.seed, session.eid, target, prompt,
-               HEAD_METRICS[result.metric], float(result.value), session.counts.shape[2], result.n_test)  # fmt: skip
+        prompt = DECODING_PROMPTS[target] if getattr(model.config, "use_prompt", False) else None
+        row = labels.metric_row(session.eid, target, prompt, HEAD_METRICS[result.metric], result.value,
+                                session.counts.shape[2], result.n_test)  # fmt: skip
         table = pd.DataFrame([row], columns=list(METRIC_COLUMNS))
         clear_state(out_dir / STATE_DIR)
     write_parquet(out_dir / "metrics.parquet", pa.Table.from_pandas(table, preserve_index=False), info)

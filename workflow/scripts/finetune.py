@@ -7,12 +7,9 @@ from mtm.runtime import keep_freed_memory
 keep_freed_memory()
 from pathlib import Path
 
-from mtm.launch import torchrun_training
-from mtm.train import TrainConfig, finetune_session
+from mtm.jobs import run_training_job
+from mtm.train_config import TrainConfig
 
 config = TrainConfig(scheme=snakemake.wildcards.scheme, **snakemake.params.training)
 args = [str(Path(snakemake.input.pretrained).parent), snakemake.input.binned, str(Path(snakemake.output.model).parent)]
-if snakemake.resources.gpu > 1:  # one process per GPU, data-parallel
-    torchrun_training(snakemake.resources.gpu, "finetune_session", args, config, threads=snakemake.threads)
-else:
-    finetune_session(*args, config, threads=snakemake.threads)
+run_training_job("finetune_session", args, config, gpus=snakemake.resources.gpu, threads=snakemake.threads)

@@ -2,7 +2,7 @@ import _mtm_path  # noqa: F401  (mtm from src/ when not installed)
 from mtm.logs import log_to_file
 
 log_to_file(snakemake.log[0])
-from mtm.evaluate import write_metrics_table
+from mtm.results_table import write_metrics_table
 
 out = snakemake.output
 inputs = snakemake.input

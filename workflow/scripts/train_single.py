@@ -7,12 +7,9 @@ from mtm.runtime import keep_freed_memory
 keep_freed_memory()
 from pathlib import Path
 
-from mtm.launch import torchrun_training
-from mtm.train import TrainConfig, train_session
+from mtm.jobs import run_training_job
+from mtm.train_config import TrainConfig
 
 config = TrainConfig(scheme=snakemake.wildcards.scheme, **snakemake.params.training)
 args = [snakemake.input.binned, str(Path(snakemake.output.model).parent)]
-if snakemake.resources.gpu > 1:  # one process per GPU, data-parallel
-    torchrun_training(snakemake.resources.gpu, "train_session", args, config, threads=snakemake.threads)
-else:
-    train_session(*args, config, threads=snakemake.threads)
+run_training_job("train_session", args, config, gpus=snakemake.resources.gpu, threads=snakemake.threads)

@@ -1,0 +1,134 @@
+"""How to train one model (`TrainConfig`) and the fresh model it describes (`build_model`).
+
+The workflow builds a TrainConfig per job from the validated config (mtm.config.stages); every
+field's meaning is in the class docstring, and the config schema holds the defaults a user sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mtm.data import REGION_LEVELS
+from mtm.device import PRECISIONS
+from mtm.models import BACKBONES, Backbone
+from mtm.vocabulary import MTM_SCHEMES, TRAIN_SCHEMES
+
+MODEL_SIZES = ("demo", "paper")
+SESSION_SAMPLING = ("proportional", "balanced")
+TRAINABLE = ("all", "session")
+LR_SCHEDULES = ("one-cycle", "plateau")
+SELECTIONS = ("val-loss", "psth-r2")
+LOSSES = ("mean", "sum")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How to train one model.
+
+    scheme: one of vocabulary.TRAIN_SCHEMES: a masking scheme, or "mtm" (one scheme of MTM_SCHEMES drawn per
+        batch) or "mtm-prompt" (the same, with the drawn scheme's prompt token)
+    backbone: "ndt1" or "ndt2" (mtm.models.BACKBONES); model: its size, "demo" or "paper"
+    patch_size: NDT2's units per token; None keeps the size preset's (NDT1: must be None)
+    region_level: units' regions for region masking
+    epochs: the most epochs a run takes (with `patience`, a cap; without, the run's length)
+    patience: converged = no lower validation loss in `patience` epochs in a row (with
+        "plateau": at the lowest learning rate); None trains for `epochs` (the authors' protocol)
+    lr_schedule, per batch:
+        "one-cycle"  cosine one-cycle over `epochs` (the authors'): from lr / 10 up to `lr` in
+                     the first `warmup_fraction` of the steps, then down towards 0
+        "plateau"    linear warm-up from lr / 10 to `lr` over the first `warmup_fraction` x
+                     `epochs` epochs, then constant; each stall of `patience` epochs cuts the
+                     rate by mtm.train.PLATEAU_FACTOR, PLATEAU_CUTS times, and the next stall ends
+                     the run (needs `patience`)
+    batch_size in trials; lr: the peak learning rate
+    precision: "auto" (bf16 autocast on CUDA, fp32 on the CPU), "fp32" or "bf16"
+    device: "auto" (CUDA if available), or a torch device string
+    loss: the training loss over scored entries, "mean" or "sum"
+    selection: which epoch's weights are kept, "val-loss" or "psth-r2" (mtm.train's docstring)
+    single_session_token: a model of one session has a session token (a learned context
+        token, as every multi-session model has); False: none, as the authors' single-session models
+    causal_context_sees_bins: NDT1's context tokens attend to every bin under causal attention,
+        a leak of the future in the authors' code (mtm.models.ndt1); only to reproduce their models
+    session_sampling: with several sessions, "proportional" (to training trials) or "balanced"
+    trainable: when finetuning, "all" weights or only the new sessions' layers ("session")
+    accumulation: micro-batches per batch and process (gradient accumulation); under torchrun a
+        batch is shared by all processes, so each takes batch_size / (processes x accumulation)
+    dropout: every dropout probability of the model; None keeps the size preset's
+    """
+
+    scheme: str
+    backbone: str = "ndt1"
+    model: str = "demo"
+    patch_size: int | None = None
+    region_level: str = "beryl"
+    epochs: int = 15
+    patience: int | None = None
+    lr_schedule: str = "one-cycle"
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.15
+    seed: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+    loss: str = "mean"
+    selection: str = "val-loss"
+    single_session_token: bool = True
+    causal_context_sees_bins: bool = False
+    session_sampling: str = "proportional"
+    trainable: str = "all"
+    accumulation: int = 1
+    dropout: float | None = None
+
+    def __post_init__(self) -> None:
+        choices = dict(
+            scheme=TRAIN_SCHEMES,
+            backbone=tuple(BACKBONES),
+            model=MODEL_SIZES,
+            region_level=REGION_LEVELS,
+            precision=PRECISIONS,
+            loss=LOSSES,
+            session_sampling=SESSION_SAMPLING,
+            trainable=TRAINABLE,
+            lr_schedule=LR_SCHEDULES,
+            selection=SELECTIONS,
+        )
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TrainConfig.{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        if self.patch_size is not None and (self.backbone != "ndt2" or self.patch_size < 1):
+            raise ValueError(f"TrainConfig: patch_size is NDT2's, >= 1; got {self.patch_size} for {self.backbone}")
+        if self.accumulation < 1 or not (self.dropout is None or 0 <= self.dropout < 1):
+            raise ValueError(f"TrainConfig: need accumulation >= 1 and dropout None or in [0, 1): {self}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr < 0 or not 0 < self.warmup_fraction < 1:
+            raise ValueError(
+                f"TrainConfig: need epochs >= 1, batch_size >= 1, lr >= 0, 0 < warmup_fraction < 1: {self}"
+            )
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"TrainConfig: patience must be None or >= 1, got {self.patience}")
+        if self.causal_context_sees_bins and self.backbone != "ndt1":
+            raise ValueError("TrainConfig: causal_context_sees_bins is NDT1's (the authors' causal attention)")
+        if self.lr_schedule == "plateau" and self.patience is None:
+            raise ValueError("TrainConfig: lr_schedule 'plateau' cuts the rate after `patience` epochs; set patience")
+
+    @property
+    def schemes(self) -> tuple[str, ...]:
+        """The masking schemes of the schedule."""
+        return MTM_SCHEMES if self.scheme in ("mtm", "mtm-prompt") else (self.scheme,)
+
+    @property
+    def use_prompt(self) -> bool:
+        return self.scheme == "mtm-prompt"
+
+
+def build_model(config: TrainConfig, *, sessions: dict[str, int], n_bins: int) -> Backbone:
+    """A fresh `config.backbone` of `config.model`'s size for `sessions` (session id -> number of units)."""
+    model_cls, config_cls = BACKBONES[config.backbone]
+    preset = config_cls.paper if config.model == "paper" else config_cls.demo
+    options = {} if config.dropout is None else {"dropout": config.dropout, "embed_dropout": config.dropout}
+    if config.patch_size is not None:
+        options["patch_size"] = config.patch_size
+    if config.causal_context_sees_bins:
+        options["causal_context_sees_bins"] = True
+    options["use_session"] = config.single_session_token or len(sessions) > 1
+    return model_cls(preset(sessions, n_bins=n_bins, use_prompt=config.use_prompt, loss=config.loss, **options))
