@@ -100,7 +100,7 @@ def epoch_seconds(*, n_units: int, n_trials: int, training: dict) -> tuple[float
     """(seconds of one training epoch, of its validation) of `mtm.train.train` with the demo's
     TrainConfig fields `training`, MtM-prompt, on a synthetic session (70/10/20 split)."""
     from mtm.train import train
-    from mtm.train_config import TrainConfig
+    from mtm.config.training import TrainConfig
 
     counts, regions = synthetic_counts(n_trials, n_units)
     split = torch.zeros(n_trials, dtype=torch.long)

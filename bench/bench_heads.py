@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from mtm.models.ndt1 import NDT1, NDT1Config  # noqa: E402
 from mtm.runtime import keep_freed_memory  # noqa: E402
 from mtm.session import SessionData  # noqa: E402
-from mtm.supervised import HeadConfig, finetune_head  # noqa: E402
+from mtm.supervised import finetune_head  # noqa: E402
+from mtm.config.heads import HeadConfig  # noqa: E402
 
 N_TRIALS, N_BINS, N_UNITS = 300, 100, 668
 

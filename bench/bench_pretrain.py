@@ -47,7 +47,7 @@ from mtm.runtime import keep_freed_memory  # noqa: E402
 from mtm.splits import SPLITS  # noqa: E402
 from mtm.device import autocast  # noqa: E402
 from mtm.train import TrainingRun  # noqa: E402
-from mtm.train_config import TrainConfig  # noqa: E402
+from mtm.config.training import TrainConfig  # noqa: E402
 from mtm.validation import masked_poisson_nll, prompt_of  # noqa: E402
 
 N_REGIONS = 8

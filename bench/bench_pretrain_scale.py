@@ -33,7 +33,7 @@ from mtm.data import CountsCache, SessionTensors  # noqa: E402
 from mtm.session import TRIAL_COLUMNS, UNIT_COLUMNS, write_session  # noqa: E402
 from mtm.splits import split_trials  # noqa: E402
 from mtm.train import TrainingRun, train_epoch  # noqa: E402
-from mtm.train_config import TrainConfig  # noqa: E402
+from mtm.config.training import TrainConfig  # noqa: E402
 
 N_TRIALS, N_BINS, STEPS = 200, 100, 50
 REGIONS = ("CA1", "DG", "LP", "PO", "VISa")

@@ -28,9 +28,10 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from mtm.evaluate import EvalConfig, evaluate_checkpoint  # noqa: E402
+from mtm.evaluate import evaluate_checkpoint  # noqa: E402
+from mtm.config.evaluation import EvalConfig  # noqa: E402
 from mtm.jobs import train_session  # noqa: E402
-from mtm.train_config import TrainConfig  # noqa: E402
+from mtm.config.training import TrainConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # switch -> (the demo's value, the authors')

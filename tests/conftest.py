@@ -6,6 +6,7 @@ tests/test_cuda.py).
 """
 
 import importlib.util
+import copy
 import json
 import subprocess
 import time
@@ -36,6 +37,8 @@ def bin_demo_sessions(root: Path, sessions, *, n_units: int, n_trials: int, seed
     from mtm.ibl.fetch import fetch_session
     from mtm.ibl.one_cache import write_one_tables
     from mtm.ibl.qc import run_qc
+    from mtm.config.schema import validate_config
+    from mtm.config.stages import binning_config, qc_config
 
     if not (root / "cache").exists():
         for session in sessions:
@@ -46,6 +49,7 @@ def bin_demo_sessions(root: Path, sessions, *, n_units: int, n_trials: int, seed
         "trials": {"min_trials": 20},
         "one": {"mode": "local", "cache_dir": str(root / "cache")},
     }
+    validated = validate_config(copy.deepcopy(config))
     paths = []
     with pytest.MonkeyPatch.context() as mp:  # ONE writes into HOME
         mp.setenv("HOME", str(root / "home"))
@@ -53,9 +57,9 @@ def bin_demo_sessions(root: Path, sessions, *, n_units: int, n_trials: int, seed
             out = root / f"{session.eid}-{min_units}"
             fetch_session(session.eid, config, out / "manifest.json")
             files = {k: out / f"{k}.{'json' if k == 'qc' else 'parquet'}" for k in ("units", "trials", "behaviour", "qc")}
-            run_qc(out / "manifest.json", config, files)
+            run_qc(out / "manifest.json", qc_config(validated), files)
             truth = root / "truth" / f"{session.eid}.npz"
-            bin_session(manifest=out / "manifest.json", **files, config=config, output=out / "binned.parquet", truth=truth)
+            bin_session(manifest=out / "manifest.json", **files, config=binning_config(validated), output=out / "binned.parquet", truth=truth)
             paths.append(out / "binned.parquet")
     return paths
 

@@ -4,6 +4,7 @@ Revision folders, two probes, a session numbered 002, wheel length mismatches, c
 longer than frames, a missing left camera, truncated files, parallel fetches into one cache.
 """
 
+import copy
 import json
 import multiprocessing
 import shutil
@@ -20,6 +21,8 @@ from mtm.ibl.fetch import fetch_session
 from mtm.ibl.local_session import open_session
 from mtm.ibl.one_cache import write_one_tables
 from mtm.ibl.qc import run_qc
+from mtm.config.schema import validate_config
+from mtm.config.stages import binning_config, qc_config
 from mtm.session import load_session
 
 SESSIONS = demo_sessions(4)  # plain; revised; plain; revised, 2 probes, numbered 002
@@ -52,8 +55,9 @@ def run(cache: Path, eid: str, out: Path, truth: Path | None = None, **one) -> t
     config = {**CONFIG, "one": {"mode": "local", "cache_dir": str(cache), **one}}
     manifest = fetch_session(eid, config, out / "manifest.json")
     paths = {k: out / f"{k}.{'json' if k == 'qc' else 'parquet'}" for k in ("units", "trials", "behaviour", "qc")}
-    verdict = run_qc(out / "manifest.json", config, paths)
-    bin_session(manifest=out / "manifest.json", **paths, config=config, output=out / "binned.parquet", truth=truth)
+    validated = validate_config(copy.deepcopy(config))
+    verdict = run_qc(out / "manifest.json", qc_config(validated), paths)
+    bin_session(manifest=out / "manifest.json", **paths, config=binning_config(validated), output=out / "binned.parquet", truth=truth)
     return manifest, verdict, load_session(out / "binned.parquet")
 
 
@@ -158,9 +162,10 @@ def test_unusable_session_is_a_successful_output(demo_cache, tmp_path):
     config = {"units": {"min_units": 1000}, "one": {"mode": "local", "cache_dir": str(demo_cache / "cache")}}
     fetch_session(PLAIN.eid, config, tmp_path / "manifest.json")
     paths = {k: tmp_path / f"{k}.{'json' if k == 'qc' else 'parquet'}" for k in ("units", "trials", "behaviour", "qc")}
-    verdict = run_qc(tmp_path / "manifest.json", config, paths)
+    validated = validate_config(copy.deepcopy(config))
+    verdict = run_qc(tmp_path / "manifest.json", qc_config(validated), paths)
     assert not verdict["usable"] and "min_units 1000" in verdict["reason"]
-    bin_session(manifest=tmp_path / "manifest.json", **paths, config=config, output=tmp_path / "binned.parquet")
+    bin_session(manifest=tmp_path / "manifest.json", **paths, config=binning_config(validated), output=tmp_path / "binned.parquet")
     session = load_session(tmp_path / "binned.parquet")
     assert session.counts.shape[0] == 0 and not session.usable
     assert json.loads((tmp_path / "qc.json").read_text())["reason"] == verdict["reason"]

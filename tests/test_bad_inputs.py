@@ -12,6 +12,7 @@ retried.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -32,9 +33,13 @@ from test_workflow import TINY, copy_workflow, spikes_files
 
 from mtm.checkpoint import load_pretrained, load_state, read_config, save_state
 from mtm.cli import main as mtm_command
-from mtm.config_checks import ConfigError, check_config
+from mtm.config.checks import ConfigError, check_config
+from mtm.config.schema import validate_config
+from mtm.config.sessions import BinningConfig, QcConfig
+from mtm.config.stages import binning_config, qc_config
 from mtm.demo import demo_sessions, write_demo_session
-from mtm.evaluate import EvalConfig, evaluate_checkpoint
+from mtm.evaluate import evaluate_checkpoint
+from mtm.config.evaluation import EvalConfig
 from mtm.ibl.bin_session import bin_session
 from mtm.ibl.errors import FetchError, SessionDataError
 from mtm.ibl.fetch import fetch_session
@@ -42,7 +47,7 @@ from mtm.ibl.one_cache import write_one_tables
 from mtm.ibl.qc import QC_OUTPUTS, run_qc
 from mtm.io import CorruptFileError, write_json
 from mtm.jobs import pretrain_sessions, train_session
-from mtm.train_config import TrainConfig
+from mtm.config.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SESSION = demo_sessions(1)[0]
@@ -53,12 +58,8 @@ OTHER_EID = "824cf03d-4012-4ab1-b499-c83a92c5589e"
 
 
 def schema_config() -> dict[str, Any]:
-    """config.yaml as Snakemake reads it: validated, defaults filled in."""
-    from snakemake.utils import validate
-
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
-    return config
+    """config.yaml as the workflow reads it: validated, defaults filled in."""
+    return validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
 
 
 def checksums(root: Path) -> dict[str, str]:
@@ -90,6 +91,9 @@ class Finished:
     def model(self) -> Path:
         return self.out / "model"
 
+    def qc_config(self) -> QcConfig:
+        return qc_config(validate_config(copy.deepcopy(self.config)))
+
     def with_cache(self, cache: Path) -> dict[str, Any]:
         return {**self.config, "one": {"mode": "local", "cache_dir": str(cache)}}
 
@@ -102,8 +106,8 @@ def finished(tmp_path_factory) -> Finished:
     config = {"units": {"min_units": 5}, "trials": {"min_trials": 20}}
     f = Finished(root / "cache", root / "out", config)
     fetch_session(EID, f.with_cache(f.cache), f.manifest)
-    run_qc(f.manifest, config, f.qc_outputs)
-    bin_session(manifest=f.manifest, **f.qc_outputs, config=config, output=f.binned)
+    run_qc(f.manifest, f.qc_config(), f.qc_outputs)
+    bin_session(manifest=f.manifest, **f.qc_outputs, config=binning_config(validate_config(copy.deepcopy(config))), output=f.binned)
     train_session(f.binned, f.model, TRAINING)
     return f
 
@@ -129,7 +133,7 @@ def truncated_in_copy(f: Finished, tmp: Path, rel_path: str) -> Path:
 def qc_of(f: Finished, cache: Path, tmp: Path) -> Callable[[], Any]:
     """qc of the session fetched from `cache`, writing over the finished qc outputs."""
     fetch_session(EID, f.with_cache(cache), tmp / "manifest.json")
-    return lambda: run_qc(tmp / "manifest.json", f.config, f.qc_outputs)
+    return lambda: run_qc(tmp / "manifest.json", f.qc_config(), f.qc_outputs)
 
 
 def with_nan(times: np.ndarray) -> np.ndarray:
@@ -197,11 +201,9 @@ def sessions_file(tmp: Path, text: str) -> Path:
 
 
 def schema_checked(**changes: Any) -> Callable[[], None]:
-    """Snakemake's validation of config.yaml with `changes` (top-level keys)."""
-    from snakemake.utils import validate
-
+    """The validation of config.yaml with `changes` (top-level keys): the schema, then the checks."""
     config = {**yaml.safe_load((REPO / "config.yaml").read_text()), **copy.deepcopy(changes)}
-    return lambda: validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+    return lambda: validate_config(config)
 
 
 CASES = [
@@ -234,21 +236,23 @@ CASES = [
                      ["multisession.heldout", "line 2", "listed twice"])),
     ("duplicate eids in a config list, through the Python API", ConfigError,
      lambda f, tmp: (configured(sessions=[EID, OTHER_EID, EID]), ["sessions[2]", "is listed twice (first at sessions[0])"])),
-    # configs, checked by the schema (Snakemake's validate, before check_config)
-    ("duplicate eids in the config", Exception,
-     lambda f, tmp: (schema_checked(sessions=[EID, EID]), ["sessions", "non-unique"])),
-    ("an eid that is not a UUID v4 in the config", Exception,
-     lambda f, tmp: (schema_checked(sessions=[EID.upper()]), ["instance['sessions'][0]", "does not match"])),
+    # configs, checked by the schema (mtm.config.schema.validate_config, before check_config)
+    ("duplicate eids in the config", ConfigError,
+     lambda f, tmp: (schema_checked(sessions=[EID, EID]), ["config: sessions:", "non-unique"])),
+    ("an eid that is not a UUID v4 in the config", ConfigError,
+     lambda f, tmp: (schema_checked(sessions=[EID.upper()]), ["config: sessions.0:", "does not match"])),
+    ("a key the schema does not know", ConfigError,
+     lambda f, tmp: (schema_checked(training={"epoch": 3}), ["config: training:", "'epoch' was unexpected"])),
     # the same values given to the package's functions
     ("align_event misspelt, given to qc", ValueError,
-     lambda f, tmp: (lambda: run_qc(f.manifest, {**f.config, "binning": {"align_event": "stimon_times"}}, f.qc_outputs),
+     lambda f, tmp: (lambda: run_qc(f.manifest, QcConfig(align_event="stimon_times"), f.qc_outputs),
                      ["'stimon_times' is not an event time", "did you mean 'stimOn_times'"])),
     ("reversed window, given to bin", ValueError,
      lambda f, tmp: (lambda: bin_session(manifest=f.manifest, **f.qc_outputs, output=f.binned,
-                                         config={"binning": {"window": [1.5, -0.5]}}), ["window", "start < stop"])),
+                                         config=BinningConfig(window=[1.5, -0.5])), ["window", "start < stop"])),
     ("split fractions summing to 1.1, given to bin", ValueError,
      lambda f, tmp: (lambda: bin_session(manifest=f.manifest, **f.qc_outputs, output=f.binned,
-                                         config={"splits": {"fractions": [0.8, 0.1, 0.2]}}), ["fractions", "sum to 1"])),
+                                         config=BinningConfig(split_fractions=[0.8, 0.1, 0.2])), ["fractions", "sum to 1"])),
     # caches and connections that fetch cannot use: each fails at its first attempt
     ("a cache file truncated after its record was written", SessionDataError,
      lambda f, tmp: (lambda: fetch_session(EID, f.with_cache(truncated_in_copy(f, tmp, SPIKE_TIMES)), f.manifest),
@@ -262,7 +266,7 @@ CASES = [
                      ["no credentials", "one.username", "ALYX_LOGIN"])),
     # sessions whose files are bad, found at run time
     ("align_event that this session's trials lack", SessionDataError,
-     lambda f, tmp: (lambda: run_qc(f.manifest, {**f.config, "binning": {"align_event": "stimOnTrigger_times"}}, f.qc_outputs),
+     lambda f, tmp: (lambda: run_qc(f.manifest, dataclasses.replace(f.qc_config(), align_event="stimOnTrigger_times"), f.qc_outputs),
                      [EID, "alf/_ibl_trials.table.pqt", "no column 'stimOnTrigger_times'", "binning.align_event"])),
     ("NaN spike times", SessionDataError,
      lambda f, tmp: (qc_of(f, damaged_cache(f, tmp, SPIKE_TIMES, with_nan), tmp), [EID, SPIKE_TIMES, "1 spike times are NaN"])),
@@ -365,7 +369,7 @@ WORKFLOW_CASES = [
      ["config: binning.align_event", "did you mean 'stimOn_times'"]),
     ("duplicate eids in the session file", {"sessions": "sessions.txt"}, None, ["sessions.txt, line 2", "listed twice"]),
     ("an eid that is not a UUID v4", {"sessions": [EID.replace("-4", "-1", 1)]}, None,
-     ["Error validating config file", "does not match"]),
+     ["config: sessions.0:", "does not match"]),
     ("a cache file truncated after its record was written, fetched", None, f"results/sessions/{BROKEN_EID}/manifest.json",
      [f"session {BROKEN_EID}", "spikes.times.npy", "truncated or corrupt"]),
 ]  # fmt: skip

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtm.evaluate import EvalConfig, evaluate_model
+from mtm.evaluate import evaluate_model
+from mtm.config.evaluation import EvalConfig
 from mtm.session import load_session
 from mtm.jobs import train_session
 from mtm.results_table import ModelLabels
-from mtm.train_config import TrainConfig
+from mtm.config.training import TrainConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.science]
 DEMO = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())["training"]

@@ -9,7 +9,7 @@ import pandas as pd
 from mtm.checkpoint import load_pretrained, read_config
 from mtm.session import load_session
 from mtm.jobs import pretrain_sessions
-from mtm.train_config import TrainConfig
+from mtm.config.training import TrainConfig
 
 
 def test_mtm_finetune_takes_a_pretrained_model_to_a_new_session(four_sessions, tmp_path):

@@ -14,7 +14,7 @@ from mtm.schedules import PlateauSchedule
 from mtm.session import load_session
 from mtm.jobs import train_session
 from mtm.train import PLATEAU_CUTS, train
-from mtm.train_config import TrainConfig
+from mtm.config.training import TrainConfig
 
 
 @pytest.fixture(scope="module")

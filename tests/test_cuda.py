@@ -16,7 +16,7 @@ from mtm.evaluate import model_predictor
 from mtm.masking import make_mask
 from mtm.models import BACKBONES
 from mtm.train import train
-from mtm.train_config import TrainConfig
+from mtm.config.training import TrainConfig
 from mtm.vocabulary import MTM_SCHEMES, TASK_PROMPTS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -6,7 +6,7 @@ import safetensors.torch
 import torch
 
 from mtm.jobs import run_training_job, train_session
-from mtm.train_config import TrainConfig
+from mtm.config.training import TrainConfig
 
 CONFIG = dict(scheme="mtm-prompt", epochs=2, batch_size=8, lr=1e-3, dropout=0.0)
 

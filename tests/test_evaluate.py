@@ -11,23 +11,16 @@ import torch
 from mtm import heldout, metrics
 from mtm.checkpoint import save_skipped
 from mtm.decoding import decode_behaviour
-from mtm.evaluate import (
-    METRIC_COLUMNS,
-    EvalConfig,
-    ModelLabels,
-    evaluate_checkpoint,
-    evaluate_model,
-    evaluation_units,
-    score_rates,
-    write_metrics_table,
-)
+from mtm.config.evaluation import EvalConfig
+from mtm.evaluate import evaluate_checkpoint, evaluate_model, evaluation_units, score_rates
+from mtm.results_table import METRIC_COLUMNS, ModelLabels, write_metrics_table
 from mtm.session import load_session
 from mtm.jobs import train_session
-from mtm.train_config import TrainConfig
+from mtm.config.training import TrainConfig
 from mtm.vocabulary import DECODING_TARGETS, MTM_SCHEMES, TASK_PROMPTS, TASKS
 
 LABELS = ModelLabels(backbone="ndt1", scheme="mtm-prompt", setting="single")
-QUICK = EvalConfig(max_units=24, seed=0)
+QUICK = EvalConfig(max_units=24, seed=0, decoding=DECODING_TARGETS)  # every target, beyond the default four
 ACTIVITY_METRICS = {"bps", "bps_pooled", "poisson_d2", "psth_r2", "single_trial_r2", "oracle_bps", "oracle_bps_pooled"}
 
 
@@ -83,7 +76,7 @@ def test_units_keep_observed_and_predicted_trial_averages(evaluation, session):
 
 
 def test_prompt_ablation_scores_every_task_under_every_prompt(trained, session, evaluation):
-    config = EvalConfig(max_units=24, seed=0, prompt_ablation=True)
+    config = EvalConfig(max_units=24, seed=0, decoding=DECODING_TARGETS, prompt_ablation=True)
     ablated = evaluate_model(trained[1], session, config, labels=LABELS)
     pd.testing.assert_frame_equal(ablated.metrics, evaluation.metrics)  # the main table is unchanged
     prompts = ablated.prompts

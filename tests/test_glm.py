@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 from sklearn.linear_model import PoissonRegressor
 
-from mtm.evaluate import EvalConfig, evaluation_units
+from mtm.evaluate import evaluation_units
+from mtm.config.evaluation import EvalConfig
 from mtm.results_table import METRIC_COLUMNS
-from mtm.glm import GlmConfig, evaluate_glm, fit_poisson_glm, smoothed_log_counts, visible_units
+from mtm.glm import evaluate_glm, fit_poisson_glm, smoothed_log_counts, visible_units
+from mtm.config.evaluation import GlmConfig
 from mtm.session import load_session
 
 

@@ -8,12 +8,13 @@ from test_claims import demo_recipe
 
 from mtm.checkpoint import load_pretrained
 from mtm.data import SessionTensors
-from mtm.evaluate import EvalConfig, evaluate_model
+from mtm.evaluate import evaluate_model
+from mtm.config.evaluation import EvalConfig
 from mtm.session import load_session
 from mtm.jobs import finetune_session, pretrain_sessions
 from mtm.results_table import ModelLabels
 from mtm.train import TrainingRun, train
-from mtm.train_config import TrainConfig
+from mtm.config.training import TrainConfig
 
 # Forward prediction causal for these neuron-masked models, which met neither causal attention nor
 # hidden bins in training: as-trained (bidirectional, the last bins zeroed) scored the finetuned one

@@ -25,7 +25,7 @@ from mtm.supervised import (
     unfrozen_stages,
 )
 from mtm.jobs import train_session
-from mtm.train_config import TrainConfig
+from mtm.config.training import TrainConfig
 
 TARGETS = ("choice", "block", "wheel-speed", "whisker-motion-energy")
 HEAD_IN_SUBPROCESS = (

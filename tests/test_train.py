@@ -24,7 +24,7 @@ from mtm.models.layers import poisson_nll
 from mtm.session import load_session
 from mtm.jobs import train_session
 from mtm.train import train
-from mtm.train_config import TrainConfig
+from mtm.config.training import TrainConfig
 from mtm.validation import fixed_masks, score_split
 from mtm.vocabulary import MTM_SCHEMES
 
@@ -307,7 +307,7 @@ def test_psth_r2_selection_keeps_the_weights_of_the_best_r2_epoch(data, tmp_path
 def test_single_session_token_switch(data):
     """Without the token (the authors' single-session models) a single-session model has no
     session token; a multi-session model keeps one per session whatever the switch."""
-    from mtm.train_config import build_model
+    from mtm.train import build_model
 
     for backbone in ("ndt1", "ndt2"):
         config = TrainConfig(scheme="mtm-prompt", backbone=backbone, single_session_token=False)
@@ -320,7 +320,7 @@ def test_single_session_token_switch(data):
 
 
 def test_the_causal_leak_reaches_the_model_only_when_asked():
-    from mtm.train_config import build_model
+    from mtm.train import build_model
 
     for leak in (False, True):
         model = build_model(TrainConfig(scheme="causal", causal_context_sees_bins=leak), sessions={"a": 20}, n_bins=100)

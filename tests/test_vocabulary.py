@@ -5,16 +5,16 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mtm import vocabulary as v
+from mtm.config.schema import schema
 from mtm.figures.output import SCHEME_LABELS, TASK_LABELS
 from mtm.masking import DEFAULT_RATIO
 from mtm.models import BACKBONES
-from mtm.supervised import WEIGHT_DECAY
+
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+SCHEMA = schema()
 
 
 def enum(*path: str) -> list:
@@ -33,6 +33,19 @@ def test_the_schema_enums_are_the_vocabulary():
         key = "decoding" if section == "evaluation" else "targets"
         assert enum("properties", section, "properties", key, "items") == list(v.DECODING_TARGETS), section
     assert list(properties["supervised"]["properties"]["weight_decay"]["properties"]) == list(v.DECODING_TARGETS)
+    # the switches' choices: the schema offers what the stage configs accept (allen and beryl
+    # of the region levels: cosmos is too coarse for region masking)
+    choices = {
+        ("training", "model"): v.MODEL_SIZES, ("training", "precision"): v.PRECISIONS, ("training", "loss"): v.LOSSES,
+        ("training", "lr_schedule"): v.LR_SCHEDULES, ("training", "selection"): v.SELECTIONS,
+        ("multisession", "session_sampling"): v.SESSION_SAMPLING, ("multisession", "trainable"): v.TRAINABLE,
+        ("evaluation", "forward_attention"): v.FORWARD_ATTENTION,
+        ("evaluation", "decoding_attention"): v.DECODING_ATTENTION, ("evaluation", "decoders"): v.DECODER_PROTOCOLS,
+        ("supervised", "encoder"): v.ENCODER_MODES,
+    }  # fmt: skip
+    for (section, key), allowed in choices.items():
+        assert enum("properties", section, "properties", key) == list(allowed), f"{section}.{key}"
+    assert set(enum("properties", "training", "properties", "region_level")) <= set(v.REGION_LEVELS)
 
 
 def test_the_package_holds_to_it():
@@ -41,7 +54,7 @@ def test_the_package_holds_to_it():
     assert list(v.TASK_PROMPTS) == list(v.TASKS) and set(v.TASK_PROMPTS.values()) <= set(v.MTM_SCHEMES)
     assert list(v.DECODING_PROMPTS) == list(v.DECODING_TARGETS) and set(v.DECODING_PROMPTS.values()) <= set(v.MTM_SCHEMES)
     assert set(v.PRE_EVENT_TARGETS) <= set(v.CLASSIFICATION_TARGETS) <= set(v.DECODING_TARGETS)
-    assert set(WEIGHT_DECAY) == set(v.DECODING_TARGETS)
+    assert set(SCHEMA["properties"]["supervised"]["properties"]["weight_decay"]["default"]) == set(v.DECODING_TARGETS)
     assert set(v.BASELINE_SCHEMES) == set(v.BACKBONES) and set(v.BASELINE_SCHEMES.values()) <= set(v.TRAIN_SCHEMES)
     assert set(SCHEME_LABELS) == set(v.TRAIN_SCHEMES) and set(TASK_LABELS) == {*v.TASKS, *v.DECODING_TARGETS}
     assert [v.prompt_index(s) for s in v.MTM_SCHEMES] == list(range(len(v.MTM_SCHEMES)))

@@ -37,7 +37,7 @@ import torch
 
 from mtm.checkpoint import save_model
 from mtm.models.ndt1 import NDT1, NDT1Config
-from mtm.train_config import TrainConfig
+from mtm.config.training import TrainConfig
 from mtm.vocabulary import MTM_SCHEMES
 
 AUTHORS_PROMPT_ROWS = ("neuron", "causal", "inter-region", "intra-region")

@@ -28,11 +28,13 @@ import pandas as pd
 
 from mtm.authors import AuthorsWeightsError, import_authors_ndt1, read_state_dict, save_imported
 from mtm.checkpoint import read_config
-from mtm.evaluate import EvalConfig, evaluate_checkpoint
+from mtm.evaluate import evaluate_checkpoint
+from mtm.config.evaluation import EvalConfig
 from mtm.io import CorruptFileError
 from mtm.runtime import keep_freed_memory
 from mtm.jobs import finetune_session
-from mtm.train_config import TRAINABLE, TrainConfig
+from mtm.vocabulary import TRAINABLE
+from mtm.config.training import TrainConfig
 
 SHOWN_METRICS = ("bps", "oracle_bps", "accuracy", "chance_accuracy", "r2", "chance_r2")
 

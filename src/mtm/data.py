@@ -19,8 +19,8 @@ import torch
 
 from mtm.session import SessionData, SessionHeader, read_counts, read_session_header
 from mtm.splits import SPLITS
+from mtm.vocabulary import REGION_LEVELS
 
-REGION_LEVELS = ("allen", "beryl", "cosmos")
 UNKNOWN_REGION = "unknown"  # a unit without an atlas label still needs a region id
 
 

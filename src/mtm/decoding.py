@@ -68,7 +68,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 
-from mtm.vocabulary import CLASSIFICATION_TARGETS, DECODING_TARGETS, PRE_EVENT_TARGETS
+from mtm.vocabulary import CLASSIFICATION_TARGETS, DECODER_PROTOCOLS, DECODING_TARGETS, PRE_EVENT_TARGETS
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,6 @@ TRIAL_COLUMN = {"block-whole-trial": "block"}  # a classification target's trial
 C_GRID = np.logspace(-4, 4, 9)
 ALPHA_GRID = np.logspace(-1, 5, 7)
 AUTHORS_ALPHA_GRID = np.array([0.0, 10.0, 100.0, 1e3, 1e4])
-DECODER_PROTOCOLS = ("ours", "authors")
 N_FOLDS = 4
 MIN_FIT_TRIALS = 8
 # lbfgs stops on its gradient tolerance long before this; the cap only guards against a stall.

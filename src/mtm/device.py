@@ -7,7 +7,8 @@ import contextlib
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16")
+from mtm.vocabulary import PRECISIONS
+
 
 
 def resolve_device(device: str) -> torch.device:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +35,9 @@ import torch
 
 from mtm import heldout, metrics
 from mtm.checkpoint import load_pretrained, read_config
+from mtm.config.evaluation import EvalConfig
 from mtm.data import REGION_LEVELS, UNKNOWN_REGION
-from mtm.decoding import DECODER_PROTOCOLS, decode_behaviour, input_bins
+from mtm.decoding import decode_behaviour, input_bins
 from mtm.device import autocast, resolve_device
 from mtm.runtime import num_threads
 from mtm.seeds import derive_seed
@@ -50,60 +50,10 @@ from mtm.results_table import (
     write_evaluation,
 )
 from mtm.session import SessionData, load_model_session
-from mtm.vocabulary import DECODING_PROMPTS, DECODING_TARGETS, MTM_SCHEMES, TASK_PROMPTS, TASKS, prompt_index
+from mtm.vocabulary import MTM_SCHEMES, TASK_PROMPTS, prompt_index
 
 log = logging.getLogger(__name__)
 
-DECODING_ATTENTION = ("bidirectional", "as-prompted")
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalConfig:
-    """tasks: activity tasks (vocabulary.TASKS); decoding: behaviour targets (vocabulary.DECODING_TARGETS)
-    max_units: score a seeded subset of this many units per session (the same for every model);
-        None scores every unit
-    batch_size: samples per forward pass; forward_bins: bins hidden for forward prediction
-    precision: "fp32" or "bf16" (autocast); device: "auto" (CUDA if available) or a device string
-    seed: draws the unit subset and the decoders' cross-validation folds
-    decoding_prompts: behaviour target -> the MtM scheme whose prompt makes its features
-    prompt_ablation: for a prompted model, also score every task and target under every prompt
-    forward_attention: "causal" (every model) or "as-trained" (the authors': causal only for
-        models trained with causal attention; heldout.forward_causal)
-    decoding_attention: the attention of the decoders' features, "bidirectional" (every target)
-        or "as-prompted" (the authors': causal for targets decoded under the causal prompt,
-        e.g. whisker motion energy, for every model)
-    decoders: the decoders' fitting protocol, "ours" or "authors" (mtm.decoding)
-    """
-
-    tasks: tuple[str, ...] = TASKS
-    decoding: tuple[str, ...] = DECODING_TARGETS
-    max_units: int | None = None
-    batch_size: int = 32
-    forward_bins: int = heldout.FORWARD_BINS
-    precision: str = "fp32"
-    device: str = "auto"
-    seed: int = 0
-    decoding_prompts: dict[str, str] = field(default_factory=lambda: dict(DECODING_PROMPTS))
-    prompt_ablation: bool = False
-    forward_attention: str = "as-trained"
-    decoding_attention: str = "bidirectional"
-    decoders: str = "ours"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tasks", tuple(self.tasks))  # lists from a config file
-        object.__setattr__(self, "decoding", tuple(self.decoding))
-        unknown = (set(self.tasks) - set(TASKS)) | (set(self.decoding) - set(DECODING_TARGETS))
-        if unknown:
-            raise ValueError(f"EvalConfig: unknown tasks {sorted(unknown)}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"EvalConfig.precision must be fp32 or bf16, not {self.precision!r}")
-        if self.max_units is not None and self.max_units < 1:
-            raise ValueError("EvalConfig.max_units must be positive or None")
-        choices = {"forward_attention": heldout.FORWARD_ATTENTION, "decoding_attention": DECODING_ATTENTION,
-                   "decoders": DECODER_PROTOCOLS}  # fmt: skip
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"EvalConfig.{name} must be one of {allowed}, not {getattr(self, name)!r}")
 
 
 def model_predictor(

@@ -40,8 +40,9 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 
 from mtm import metrics
+from mtm.config.evaluation import EvalConfig, GlmConfig
 from mtm.data import UNKNOWN_REGION
-from mtm.evaluate import EvalConfig, evaluation_units, psth_conditions, score_rates
+from mtm.evaluate import evaluation_units, psth_conditions, score_rates
 from mtm.results_table import UNIT_COLUMNS, Evaluation, ModelLabels, empty_table, metrics_frame, write_evaluation
 from mtm.runtime import num_threads
 from mtm.session import SessionData, load_session
@@ -50,22 +51,6 @@ log = logging.getLogger(__name__)
 
 GLM_TASKS = ("co-smoothing", "intra-region", "inter-region")
 LOG_OFFSET = 1e-4  # NLB's: log(smoothed counts + 1e-4)
-
-
-@dataclass(frozen=True, kw_only=True)
-class GlmConfig:
-    """kernel_sds: Gaussian smoothing widths tried (s); alphas: L2 penalties tried (per unit);
-    max_iter: L-BFGS iterations per fit."""
-
-    kernel_sds: tuple[float, ...] = (0.05, 0.1, 0.2)
-    alphas: tuple[float, ...] = (0.1, 0.3, 1.0)
-    max_iter: int = 50
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "kernel_sds", tuple(float(k) for k in self.kernel_sds))
-        object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
-        if not self.kernel_sds or min(self.kernel_sds) <= 0 or not self.alphas or min(self.alphas) < 0:
-            raise ValueError(f"GlmConfig: need positive kernel widths and non-negative penalties: {self}")
 
 
 def smoothed_log_counts(counts: np.ndarray, *, kernel_sd: float, bin_size: float) -> np.ndarray:

@@ -35,10 +35,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mtm.vocabulary import FORWARD_ATTENTION
+
 Predictor = Callable[[torch.Tensor, bool], torch.Tensor]
 
 FORWARD_BINS = 10  # 200 ms of 20 ms bins, as NLB and MtM
-FORWARD_ATTENTION = ("causal", "as-trained")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from mtm.models import BACKBONES
 from mtm.resumable import write_skipped
 from mtm.session import load_session, read_session_header
 from mtm.train import TrainResult, log_columns, train
-from mtm.train_config import TrainConfig
+from mtm.config.training import TrainConfig
 
 log = logging.getLogger(__name__)
 

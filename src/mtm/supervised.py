@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from mtm.checkpoint import clear_state, load_pretrained, read_config, write_weights
+from mtm.config.heads import HeadConfig
 from mtm.decoding import chance_level, flat_r2, input_bins, not_decodable, target_values
 from mtm.device import resolve_device
 from mtm.io import write_json, write_parquet, write_text
@@ -59,41 +60,8 @@ from mtm.vocabulary import CLASSIFICATION_TARGETS, DECODING_PROMPTS, DECODING_TA
 
 log = logging.getLogger(__name__)
 
-ENCODER_MODES = ("frozen", "full", "gradual")
 HEAD_METRICS = {"accuracy": "head_accuracy", "r2": "head_r2"}  # metric names in the metrics table
 LOG_COLUMNS = ["epoch", "train_loss", "val_loss", "val_score"]
-WEIGHT_DECAY = {"choice": 1.0, "block": 1.0, "block-whole-trial": 1.0, "wheel-speed": 0.1, "whisker-motion-energy": 0.1}
-
-
-@dataclass(frozen=True, kw_only=True)
-class HeadConfig:
-    """encoder: frozen | full | gradual (module docstring); epochs, batch_size: of the head's training
-    lr: the head's AdamW learning rate; encoder_lr: the encoder's, when it trains
-    weight_decay: per target (the head's); the encoder's is encoder_weight_decay
-    seed: the trial order of the batches and the encoder's dropout (with eid and target); the head
-        starts at zero
-    checkpoint_every: epochs between saved states; device: "auto" (CUDA if available) or a device
-    """
-
-    encoder: str = "frozen"
-    epochs: int = 200
-    batch_size: int = 16
-    lr: float = 5e-4
-    encoder_lr: float = 1e-4
-    weight_decay: dict[str, float] = field(default_factory=lambda: dict(WEIGHT_DECAY))
-    encoder_weight_decay: float = 0.01
-    seed: int = 0
-    checkpoint_every: int = 10
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.encoder not in ENCODER_MODES:
-            raise ValueError(f"HeadConfig.encoder must be one of {ENCODER_MODES}, not {self.encoder!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
-            raise ValueError("HeadConfig: epochs, batch_size and checkpoint_every must be positive")
-        missing = set(DECODING_TARGETS) - set(self.weight_decay)
-        if missing:
-            raise ValueError(f"HeadConfig.weight_decay gives no value for {sorted(missing)}")
 
 
 @dataclass

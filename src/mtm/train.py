@@ -1,6 +1,6 @@
 """Train a backbone (NDT1 or NDT2) with a masking scheme, or MtM's schedule of schemes, on one or many sessions.
 
-`train(sessions, config, out_dir)` (a `TrainConfig`, mtm.train_config) writes into `out_dir`:
+`train(sessions, config, out_dir)` (a `TrainConfig`, mtm.config.training) writes into `out_dir`:
     model.safetensors, config.json   the weights of the selected epoch (`selection`)
     log.csv                          one row per epoch (LOG_COLUMNS, then val_<scheme> per scheme)
     state/                           the resumable training state, after every epoch; removed at the end
@@ -50,17 +50,17 @@ import torch
 
 import mtm
 from mtm.checkpoint import clear_state, save_model
+from mtm.config.training import TrainConfig
 from mtm.data import SessionTensors
 from mtm.device import autocast, resolve_device, resolve_precision
 from mtm.distributed import World, process_group, world_from_env
 from mtm.io import write_text
 from mtm.masking import Mask, apply_mask, make_mask, sample_scheme
-from mtm.models import Backbone, poisson_nll
+from mtm.models import BACKBONES, Backbone, poisson_nll
 from mtm.resumable import STATE_DIR, ResumableRun
 from mtm.runtime import exit_on_sigterm, num_threads, progress_bar
 from mtm.schedules import PlateauSchedule, one_cycle
 from mtm.seeds import derive_seed
-from mtm.train_config import TrainConfig, build_model
 from mtm.validation import Scores, fixed_masks, prompt_of, validate
 from mtm.vocabulary import MTM_SCHEMES
 
@@ -148,6 +148,19 @@ def train(
         world.barrier()
     selected = run.history[run.best_epoch - 1]["val_loss"]
     return TrainResult(model=run.model, best_epoch=run.best_epoch, best_val_loss=selected, history=run.history)
+
+
+def build_model(config: TrainConfig, *, sessions: dict[str, int], n_bins: int) -> Backbone:
+    """A fresh `config.backbone` of `config.model`'s size for `sessions` (session id -> number of units)."""
+    model_cls, config_cls = BACKBONES[config.backbone]
+    preset = config_cls.paper if config.model == "paper" else config_cls.demo
+    options = {} if config.dropout is None else {"dropout": config.dropout, "embed_dropout": config.dropout}
+    if config.patch_size is not None:
+        options["patch_size"] = config.patch_size
+    if config.causal_context_sees_bins:
+        options["causal_context_sees_bins"] = True
+    options["use_session"] = config.single_session_token or len(sessions) > 1
+    return model_cls(preset(sessions, n_bins=n_bins, use_prompt=config.use_prompt, loss=config.loss, **options))
 
 
 def _trainable_sessions(sessions: SessionTensors | Sequence[SessionTensors]) -> list[SessionTensors]:

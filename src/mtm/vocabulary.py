@@ -42,6 +42,21 @@ DECODING_PROMPTS = {"choice": "neuron", "block": "neuron", "block-whole-trial": 
                     "whisker-motion-energy": "causal"}  # fmt: skip
 
 
+# the choices of the config's switches (mtm.config), the schema's enums held to them by a test
+REGION_LEVELS = ("allen", "beryl", "cosmos")  # IBL's region parcellations (iblatlas), finest first
+MODEL_SIZES = ("demo", "paper")
+PRECISIONS = ("auto", "fp32", "bf16")
+LOSSES = ("mean", "sum")
+LR_SCHEDULES = ("one-cycle", "plateau")
+SELECTIONS = ("val-loss", "psth-r2")
+SESSION_SAMPLING = ("proportional", "balanced")
+TRAINABLE = ("all", "session")
+FORWARD_ATTENTION = ("causal", "as-trained")
+DECODING_ATTENTION = ("bidirectional", "as-prompted")
+DECODER_PROTOCOLS = ("ours", "authors")
+ENCODER_MODES = ("frozen", "full", "gradual")
+
+
 def prompt_index(scheme: str) -> int:
     """The prompt token of an MtM scheme: its place in MTM_SCHEMES."""
     if scheme not in MTM_SCHEMES:

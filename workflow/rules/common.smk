@@ -2,18 +2,18 @@
 import sys
 from pathlib import Path
 
-from snakemake.utils import validate
-
 sys.path.append(str(Path(workflow.basedir) / "src"))  # mtm from src/ when not installed
 from mtm.code_hash import code_hash
-from mtm.config_checks import check_config, read_eids
+from mtm.config import stages
+from mtm.config.checks import read_eids
+from mtm.config.schema import validate_config
 from mtm import vocabulary
 
 CONDA_ENV = "../../envs/mtm.yaml"
 
-# Every value that cannot work stops the run here, before a job starts (mtm.config_checks).
-validate(config, schema="../schemas/config.schema.yaml")
-check_config(config)
+# Defaults filled in from the schema; every value that cannot work stops the run here, before a
+# job starts (mtm.config).
+validate_config(config)
 
 DEMO_CACHE = "results/demo/one_cache"
 DEMO_TRUTH = "results/demo/truth"
@@ -44,11 +44,6 @@ def per_attempt(mem_mb):
     """`mem_mb` for the first attempt, twice that for the first retry, and so on: a job killed
     for memory is retried with more (retries: in the profiles, or --retries)."""
     return lambda wildcards, attempt: mem_mb * attempt
-
-
-def public_config(section_names):
-    """Config sections for params: (never the credentials, which would land in .snakemake/metadata)."""
-    return {name: config[name] for name in section_names}
 
 
 def heldout_eids():
@@ -171,35 +166,17 @@ def trained_models(pattern, section, **wildcards):
     ]
 
 
-def backbone_training(backbone, seed):
-    """TrainConfig fields of single-session training of `backbone` with `seed`, as configured."""
-    fields = {k: config["training"][k] for k in TRAIN_PARAMS}
-    fields["seed"] = int(seed)
-    patch_size = config["training"]["patch_size"]
-    if backbone == "ndt2" and patch_size is not None:
-        fields["patch_size"] = patch_size
-    return {"backbone": backbone, **fields}
-
-
-def multisession_training(stage, backbone, seed):
-    """TrainConfig fields of `backbone` with `seed` for the pretraining or finetuning stage."""
-    multi = config["multisession"]
-    return {
-        **backbone_training(backbone, seed),
-        "epochs": multi["epochs"] if stage == "pretrain" else multi["finetune_epochs"],
-        "trainable": multi["trainable"] if stage == "finetune" else "all",
-        "session_sampling": multi["session_sampling"],
-    }
-
-
-def evaluation_params(setting):
-    """EvalConfig fields: as configured; the prompt ablation for the models it is asked for."""
-    ablation = config["evaluation"]["prompt_ablation"]
-    return {
-        **{k: config["evaluation"][k] for k in EVAL_PARAMS},
-        "prompt_ablation": ablation == "all"
-        or (ablation == "finetuned" and setting != "single"),
-    }
+def training_params(stage):
+    """The TrainConfig of a job of `stage` (single, pretrain, finetune), as params."""
+    return lambda wildcards: stages.as_params(
+        stages.train_config(
+            config,
+            stage=stage,
+            backbone=wildcards.backbone,
+            scheme=wildcards.scheme,
+            seed=wildcards.seed,
+        )
+    )
 
 
 def supervised_heads(pattern):

@@ -6,18 +6,6 @@ MODEL_DIR = "results/models/{backbone}/{scheme}/{setting}/{eid}/seed-{seed}"
 EVAL_DIR = "results/eval/{backbone}/{scheme}/{setting}/{eid}/seed-{seed}"
 GLM_DIR = "results/eval/glm/smoothing/single/{eid}"
 GLM_SESSIONS = SINGLE_EIDS if config["glm"]["enabled"] else []
-EVAL_PARAMS = [
-    "tasks",
-    "decoding",
-    "max_units",
-    "batch_size",
-    "forward_bins",
-    "precision",
-    "seed",
-    "forward_attention",
-    "decoding_attention",
-    "decoders",
-]
 
 
 wildcard_constraints:
@@ -46,7 +34,9 @@ rule evaluate:
         runtime=config["evaluation"]["runtime"],
         gpu=config["evaluation"]["gpus"],
     params:
-        evaluation=lambda wildcards: evaluation_params(wildcards.setting),
+        evaluation=lambda wildcards: stages.as_params(
+            stages.eval_config(config, setting=wildcards.setting)
+        ),
         code=script_code("evaluate.py"),
     script:
         "../scripts/evaluate.py"
@@ -108,8 +98,8 @@ rule glm_baseline:
         mem_mb=per_attempt(config["evaluation"]["mem_mb"]),
         runtime=config["evaluation"]["runtime"],
     params:
-        evaluation={k: config["evaluation"][k] for k in ("tasks", "max_units", "seed")},
-        glm={k: config["glm"][k] for k in ("kernel_sds", "alphas")},
+        evaluation=stages.as_params(stages.glm_configs(config)[0]),
+        glm=stages.as_params(stages.glm_configs(config)[1]),
         region_level=config["training"]["region_level"],
         code=script_code("glm_baseline.py"),
     script:

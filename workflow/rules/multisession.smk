@@ -32,9 +32,7 @@ rule pretrain:
         runtime=config["training"]["runtime"],
         gpu=config["training"]["gpus"],
     params:
-        training=lambda wildcards: multisession_training(
-            "pretrain", wildcards.backbone, wildcards.seed
-        ),
+        training=training_params("pretrain"),
         code=script_code("pretrain.py"),
     script:
         "../scripts/pretrain.py"
@@ -61,9 +59,7 @@ rule finetune:
         runtime=config["training"]["runtime"],
         gpu=config["training"]["gpus"],
     params:
-        training=lambda wildcards: multisession_training(
-            "finetune", wildcards.backbone, wildcards.seed
-        ),
+        training=training_params("finetune"),
         code=script_code("finetune.py"),
     script:
         "../scripts/finetune.py"

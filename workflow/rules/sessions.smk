@@ -46,7 +46,7 @@ rule qc:
         mem_mb=per_attempt(8000),
         runtime=20,
     params:
-        config=public_config(["units", "trials", "binning"]),
+        qc=stages.as_params(stages.qc_config(config)),
         code=script_code("qc.py"),
     script:
         "../scripts/qc.py"
@@ -71,7 +71,7 @@ rule bin:
         mem_mb=per_attempt(8000),
         runtime=20,
     params:
-        config=public_config(["binning", "splits"]),
+        binning=stages.as_params(stages.binning_config(config)),
         code=script_code("bin.py"),
     script:
         "../scripts/bin.py"

@@ -4,14 +4,6 @@
 # alone.
 
 HEAD_DIR = "results/heads/{backbone}/{scheme}/{setting}/{eid}/seed-{seed}/{target}"
-HEAD_PARAMS = [
-    "encoder",
-    "epochs",
-    "batch_size",
-    "lr",
-    "encoder_lr",
-    "weight_decay",
-]
 
 
 wildcard_constraints:
@@ -40,7 +32,9 @@ rule supervised_head:
         runtime=config["supervised"]["runtime"],
         gpu=config["supervised"]["gpus"],
     params:
-        head={k: config["supervised"][k] for k in HEAD_PARAMS},
+        head=lambda wildcards: stages.as_params(
+            stages.head_config(config, seed=wildcards.seed)
+        ),
         code=script_code("supervised_head.py"),
     script:
         "../scripts/supervised_head.py"

@@ -3,24 +3,6 @@
 # is empty).
 
 SINGLE = "results/models/{backbone}/{scheme}/single/{eid}/seed-{seed}"
-# TrainConfig fields, as configured (backbone and scheme come from the wildcards)
-TRAIN_PARAMS = [
-    "model",
-    "region_level",
-    "epochs",
-    "patience",
-    "lr_schedule",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "warmup_fraction",
-    "precision",
-    "loss",
-    "selection",
-    "single_session_token",
-    "causal_context_sees_bins",
-    "accumulation",
-]
 
 
 wildcard_constraints:
@@ -46,7 +28,7 @@ rule train_single:
         runtime=config["training"]["runtime"],
         gpu=config["training"]["gpus"],
     params:
-        training=lambda wildcards: backbone_training(wildcards.backbone, wildcards.seed),
+        training=training_params("single"),
         code=script_code("train_single.py"),
     script:
         "../scripts/train_single.py"

@@ -2,6 +2,7 @@ import _mtm_path  # noqa: F401  (mtm from src/ when not installed)
 from mtm.logs import log_to_file
 
 log_to_file(snakemake.log[0])
+from mtm.config.sessions import BinningConfig
 from mtm.ibl.bin_session import bin_session
 
 inputs = snakemake.input
@@ -12,6 +13,6 @@ bin_session(
     behaviour=inputs.behaviour,
     qc=inputs.qc,
     truth=inputs.truth or None,
-    config=snakemake.params.config,
+    config=BinningConfig(**snakemake.params.binning),
     output=snakemake.output.binned,
 )

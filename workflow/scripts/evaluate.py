@@ -7,7 +7,8 @@ from mtm.runtime import keep_freed_memory
 keep_freed_memory()
 from pathlib import Path
 
-from mtm.evaluate import EvalConfig, evaluate_checkpoint
+from mtm.evaluate import evaluate_checkpoint
+from mtm.config.evaluation import EvalConfig
 
 evaluate_checkpoint(
     Path(snakemake.input.model).parent,

@@ -4,8 +4,9 @@ from mtm.logs import log_to_file
 log_to_file(snakemake.log[0])
 from pathlib import Path
 
-from mtm.evaluate import EvalConfig
-from mtm.glm import GlmConfig, evaluate_glm_session
+from mtm.config.evaluation import EvalConfig
+from mtm.glm import evaluate_glm_session
+from mtm.config.evaluation import GlmConfig
 
 evaluate_glm_session(
     snakemake.input.binned,

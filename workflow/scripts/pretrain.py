@@ -8,8 +8,8 @@ keep_freed_memory()
 from pathlib import Path
 
 from mtm.jobs import run_training_job
-from mtm.train_config import TrainConfig
+from mtm.config.training import TrainConfig
 
-config = TrainConfig(scheme=snakemake.wildcards.scheme, **snakemake.params.training)
+config = TrainConfig(**snakemake.params.training)
 args = [list(snakemake.input.binned), str(Path(snakemake.output.model).parent)]
 run_training_job("pretrain_sessions", args, config, gpus=snakemake.resources.gpu, threads=snakemake.threads)

@@ -7,14 +7,15 @@ from mtm.runtime import keep_freed_memory
 keep_freed_memory()
 from pathlib import Path
 
-from mtm.supervised import HeadConfig, finetune_head_checkpoint
+from mtm.supervised import finetune_head_checkpoint
+from mtm.config.heads import HeadConfig
 
 finetune_head_checkpoint(
     Path(snakemake.input.config).parent,
     snakemake.input.binned,
     Path(snakemake.output.metrics).parent,
     snakemake.wildcards.target,
-    HeadConfig(**snakemake.params.head, seed=int(snakemake.wildcards.seed)),
+    HeadConfig(**snakemake.params.head),
     setting=snakemake.wildcards.setting,
     threads=snakemake.threads,
 )

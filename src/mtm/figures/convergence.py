@@ -4,7 +4,7 @@ One panel per stage (trained on a session alone, pretrained, finetuned). Each li
 (one session and seed): its validation loss (Poisson NLL per masked entry) minus its lowest,
 so curves of sessions with different rates share an axis; the dot marks the kept epoch (the
 lowest loss) and the line ends where training stopped, on the convergence criterion
-(`mtm.train_config.TrainConfig.patience`) or at the epoch cap.
+(`mtm.config.training.TrainConfig.patience`) or at the epoch cap.
 """
 
 from __future__ import annotations

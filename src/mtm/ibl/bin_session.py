@@ -14,27 +14,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mtm.binning import bin_signal, bin_spikes, n_bins
+from mtm.binning import bin_signal, bin_spikes
+from mtm.config.sessions import BinningConfig
 from mtm.io import provenance
 from mtm.ibl.errors import SessionDataError
 from mtm.ibl.local_session import open_session, read_manifest
 from mtm.ibl.qc import read_behaviour
-from mtm.ibl.trials import check_align_event, signed_contrast
+from mtm.ibl.trials import signed_contrast
 from mtm.ibl.units import load_spikes
 from mtm.session import BEHAVIOUR_SIGNALS, write_session
 from mtm.splits import check_fractions, split_trials
 
 log = logging.getLogger(__name__)
-
-
-def binning_params(config: dict[str, Any]) -> dict[str, Any]:
-    """The `binning` section with its defaults; ValueError when it cannot work (see n_bins,
-    check_align_event)."""
-    b = config.get("binning", {})
-    window = tuple(float(w) for w in b.get("window", (-0.5, 1.5)))
-    bin_size = float(b.get("bin_size", 0.02))
-    align_event = check_align_event(b.get("align_event", "stimOn_times"))
-    return dict(align_event=align_event, window=list(window), bin_size=bin_size, n_bins=n_bins(window, bin_size))
 
 
 def bin_session(
@@ -44,15 +35,14 @@ def bin_session(
     trials: str | Path,
     behaviour: str | Path,
     qc: str | Path,
-    config: dict[str, Any],
+    config: BinningConfig,
     output: str | Path,
     truth: str | Path | None = None,
 ) -> None:
     """Bin one session's kept trials and selected units; write `output` (see mtm.session)."""
-    params = binning_params(config)
-    split_cfg = config.get("splits", {})
-    seed = int(split_cfg.get("seed", 42))
-    fractions = check_fractions(split_cfg.get("fractions", (0.7, 0.1, 0.2))).tolist()
+    params = config.grid()
+    seed = int(config.split_seed)
+    fractions = check_fractions(config.split_fractions).tolist()
     verdict = json.loads(Path(qc).read_text())
     man = read_manifest(manifest)
     eid = man["eid"]
@@ -109,7 +99,7 @@ def bin_session(
     meta = dict(
         provenance=provenance(
             eid,
-            config={"binning": params, "splits": split_cfg},
+            config={"binning": params, "splits": {"seed": seed, "fractions": fractions}},
             source=man["mode"],
             spike_sorting=[{k: p[k] for k in ("collection", "revision")} for p in man["probes"]],
         ),

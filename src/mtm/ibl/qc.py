@@ -8,6 +8,7 @@ qc.json says why. Broken files raise SessionDataError naming the file.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from mtm.config.sessions import QcConfig
 from mtm.io import provenance, write_json, write_parquet
 from mtm.ibl.behaviour import load_whisker_energy, load_wheel_speed
 from mtm.ibl.local_session import open_session, read_manifest
@@ -27,10 +29,9 @@ log = logging.getLogger(__name__)
 QC_OUTPUTS = ("units", "trials", "behaviour", "qc")
 
 
-def run_qc(manifest_path: str | Path, config: dict[str, Any], outputs: dict[str, str | Path]) -> dict[str, Any]:
+def run_qc(manifest_path: str | Path, config: QcConfig, outputs: dict[str, str | Path]) -> dict[str, Any]:
     """QC one session. outputs: paths for 'units', 'trials', 'behaviour' (Parquet) and 'qc' (JSON)."""
-    units_cfg, trials_cfg = config.get("units", {}), config.get("trials", {})
-    align_event = check_align_event(config.get("binning", {}).get("align_event", "stimOn_times"))
+    align_event = check_align_event(config.align_event)
     manifest = read_manifest(manifest_path)
     session = open_session(manifest)
     eid = session.eid
@@ -38,17 +39,17 @@ def run_qc(manifest_path: str | Path, config: dict[str, Any], outputs: dict[str,
 
     units = load_units(session)
     units["selected"] = select_units(
-        units, rule=units_cfg.get("rule", "all"), min_firing_rate_hz=float(units_cfg.get("min_firing_rate_hz", 0.0))
+        units, rule=config.unit_rule, min_firing_rate_hz=float(config.min_firing_rate_hz)
     ) if len(units) else np.zeros(0, dtype=bool)
 
     trials = load_trials(session, align_event)
     trials.insert(0, "trial_index", np.arange(len(trials), dtype=np.int64))
     trials["exclusion_reason"] = filter_trials(
         trials,
-        min_rt=float(trials_cfg.get("min_rt", 0.08)),
-        max_rt=float(trials_cfg.get("max_rt", 2.0)),
-        max_trial_len=float(trials_cfg.get("max_trial_len", 10.0)),
-        exclude_no_choice=bool(trials_cfg.get("exclude_no_choice", True)),
+        min_rt=float(config.min_rt),
+        max_rt=float(config.max_rt),
+        max_trial_len=float(config.max_trial_len),
+        exclude_no_choice=bool(config.exclude_no_choice),
         align_event=align_event,
     ).to_numpy()
     trials["keep"] = trials["exclusion_reason"].eq("")
@@ -58,7 +59,7 @@ def run_qc(manifest_path: str | Path, config: dict[str, Any], outputs: dict[str,
     behaviour = _behaviour_table(wheel, whisker)
 
     n_units, n_trials = int(units["selected"].sum()), int(trials["keep"].sum())
-    min_units, min_trials = int(units_cfg.get("min_units", 10)), int(trials_cfg.get("min_trials", 50))
+    min_units, min_trials = int(config.min_units), int(config.min_trials)
     reasons = []
     if not manifest["probes"]:
         reasons.append(no_sorting_reason(manifest))
@@ -84,7 +85,7 @@ def run_qc(manifest_path: str | Path, config: dict[str, Any], outputs: dict[str,
         warnings=warnings,
         regions=sorted(set(units.loc[units["selected"], "beryl"])) if len(units) else [],
     )
-    meta = provenance(eid, config={"units": units_cfg, "trials": trials_cfg, "align_event": align_event})
+    meta = provenance(eid, config=dataclasses.asdict(config))
     write_parquet(outputs["units"], pa.Table.from_pandas(units, preserve_index=False), {"provenance": meta})
     write_parquet(outputs["trials"], pa.Table.from_pandas(trials, preserve_index=False), {"provenance": meta})
     write_parquet(outputs["behaviour"], behaviour, {"provenance": meta})

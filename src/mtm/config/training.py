@@ -1,29 +1,29 @@
-"""How to train one model (`TrainConfig`) and the fresh model it describes (`build_model`).
-
-The workflow builds a TrainConfig per job from the validated config (mtm.config.stages); every
-field's meaning is in the class docstring, and the config schema holds the defaults a user sees.
-"""
+"""How to train one model: `TrainConfig`, its defaults the config schema's (`training`, and
+`multisession` for the multi-session fields)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mtm.data import REGION_LEVELS
-from mtm.device import PRECISIONS
-from mtm.models import BACKBONES, Backbone
-from mtm.vocabulary import MTM_SCHEMES, TRAIN_SCHEMES
-
-MODEL_SIZES = ("demo", "paper")
-SESSION_SAMPLING = ("proportional", "balanced")
-TRAINABLE = ("all", "session")
-LR_SCHEDULES = ("one-cycle", "plateau")
-SELECTIONS = ("val-loss", "psth-r2")
-LOSSES = ("mean", "sum")
+from mtm.config.schema import from_schema
+from mtm.vocabulary import (
+    BACKBONES,
+    LOSSES,
+    LR_SCHEDULES,
+    MODEL_SIZES,
+    MTM_SCHEMES,
+    PRECISIONS,
+    REGION_LEVELS,
+    SELECTIONS,
+    SESSION_SAMPLING,
+    TRAIN_SCHEMES,
+    TRAINABLE,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """How to train one model.
+    """How to train one model. Defaults: the config schema's (mtm.config), where the config has the key.
 
     scheme: one of vocabulary.TRAIN_SCHEMES: a masking scheme, or "mtm" (one scheme of MTM_SCHEMES drawn per
         batch) or "mtm-prompt" (the same, with the drawn scheme's prompt token)
@@ -58,32 +58,32 @@ class TrainConfig:
 
     scheme: str
     backbone: str = "ndt1"
-    model: str = "demo"
-    patch_size: int | None = None
-    region_level: str = "beryl"
-    epochs: int = 15
-    patience: int | None = None
-    lr_schedule: str = "one-cycle"
-    batch_size: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.15
+    model: str = from_schema("training", "model")
+    patch_size: int | None = from_schema("training", "patch_size")
+    region_level: str = from_schema("training", "region_level")
+    epochs: int = from_schema("training", "epochs")
+    patience: int | None = from_schema("training", "patience")
+    lr_schedule: str = from_schema("training", "lr_schedule")
+    batch_size: int = from_schema("training", "batch_size")
+    lr: float = from_schema("training", "lr")
+    weight_decay: float = from_schema("training", "weight_decay")
+    warmup_fraction: float = from_schema("training", "warmup_fraction")
     seed: int = 0
-    precision: str = "auto"
+    precision: str = from_schema("training", "precision")
     device: str = "auto"
-    loss: str = "mean"
-    selection: str = "val-loss"
-    single_session_token: bool = True
-    causal_context_sees_bins: bool = False
-    session_sampling: str = "proportional"
-    trainable: str = "all"
-    accumulation: int = 1
+    loss: str = from_schema("training", "loss")
+    selection: str = from_schema("training", "selection")
+    single_session_token: bool = from_schema("training", "single_session_token")
+    causal_context_sees_bins: bool = from_schema("training", "causal_context_sees_bins")
+    session_sampling: str = from_schema("multisession", "session_sampling")
+    trainable: str = from_schema("multisession", "trainable")
+    accumulation: int = from_schema("training", "accumulation")
     dropout: float | None = None
 
     def __post_init__(self) -> None:
         choices = dict(
             scheme=TRAIN_SCHEMES,
-            backbone=tuple(BACKBONES),
+            backbone=BACKBONES,
             model=MODEL_SIZES,
             region_level=REGION_LEVELS,
             precision=PRECISIONS,
@@ -119,16 +119,3 @@ class TrainConfig:
     @property
     def use_prompt(self) -> bool:
         return self.scheme == "mtm-prompt"
-
-
-def build_model(config: TrainConfig, *, sessions: dict[str, int], n_bins: int) -> Backbone:
-    """A fresh `config.backbone` of `config.model`'s size for `sessions` (session id -> number of units)."""
-    model_cls, config_cls = BACKBONES[config.backbone]
-    preset = config_cls.paper if config.model == "paper" else config_cls.demo
-    options = {} if config.dropout is None else {"dropout": config.dropout, "embed_dropout": config.dropout}
-    if config.patch_size is not None:
-        options["patch_size"] = config.patch_size
-    if config.causal_context_sees_bins:
-        options["causal_context_sees_bins"] = True
-    options["use_session"] = config.single_session_token or len(sessions) > 1
-    return model_cls(preset(sessions, n_bins=n_bins, use_prompt=config.use_prompt, loss=config.loss, **options))
