@@ -37,7 +37,7 @@ def bin_demo_sessions(root: Path, sessions, *, n_units: int, n_trials: int, seed
     from mtm.ibl.fetch import fetch_session
     from mtm.ibl.one_cache import write_one_tables
     from mtm.ibl.qc import run_qc
-    from mtm.config.schema import validate_config
+    from mtm.config.validate import validate_config
     from mtm.config.stages import binning_config, qc_config
 
     if not (root / "cache").exists():

@@ -21,7 +21,7 @@ from mtm.ibl.fetch import fetch_session
 from mtm.ibl.local_session import open_session
 from mtm.ibl.one_cache import write_one_tables
 from mtm.ibl.qc import run_qc
-from mtm.config.schema import validate_config
+from mtm.config.validate import validate_config
 from mtm.config.stages import binning_config, qc_config
 from mtm.session import load_session
 

@@ -87,7 +87,7 @@ def test_the_floors_hold_on_a_module_that_breaks_them(tmp_path):
 def test_the_workflow_config_builds_without_torch():
     """The rules build every stage's config at parse time, in every job: without torch."""
     code = (
-        "import sys; from mtm.config.schema import load_config; from mtm.config import stages; "
+        "import sys; from mtm.config.validate import load_config; from mtm.config import stages; "
         "c = load_config('config.yaml'); stages.train_config(c, stage='single', backbone='ndt1', scheme='mtm', seed=0); "
         "stages.eval_config(c, setting='single'); stages.head_config(c, seed=0); stages.glm_configs(c); "
         "stages.qc_config(c); stages.binning_config(c); print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"

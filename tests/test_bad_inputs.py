@@ -34,7 +34,7 @@ from test_workflow import TINY, copy_workflow, spikes_files
 from mtm.checkpoint import load_pretrained, load_state, read_config, save_state
 from mtm.cli import main as mtm_command
 from mtm.config.checks import ConfigError, check_config
-from mtm.config.schema import validate_config
+from mtm.config.validate import validate_config
 from mtm.config.sessions import BinningConfig, QcConfig
 from mtm.config.stages import binning_config, qc_config
 from mtm.demo import demo_sessions, write_demo_session
@@ -236,7 +236,7 @@ CASES = [
                      ["multisession.heldout", "line 2", "listed twice"])),
     ("duplicate eids in a config list, through the Python API", ConfigError,
      lambda f, tmp: (configured(sessions=[EID, OTHER_EID, EID]), ["sessions[2]", "is listed twice (first at sessions[0])"])),
-    # configs, checked by the schema (mtm.config.schema.validate_config, before check_config)
+    # configs, checked by the schema (mtm.config.validate.validate_config, before check_config)
     ("duplicate eids in the config", ConfigError,
      lambda f, tmp: (schema_checked(sessions=[EID, EID]), ["config: sessions:", "non-unique"])),
     ("an eid that is not a UUID v4 in the config", ConfigError,

@@ -9,7 +9,8 @@ from mtm.config import stages
 from mtm.config.checks import ConfigError
 from mtm.config.evaluation import EvalConfig, GlmConfig
 from mtm.config.heads import HeadConfig
-from mtm.config.schema import schema_default, validate_config
+from mtm.config.schema import schema_default
+from mtm.config.validate import validate_config
 from mtm.config.sessions import BinningConfig, QcConfig
 from mtm.config.training import TrainConfig
 

@@ -6,7 +6,7 @@ sys.path.append(str(Path(workflow.basedir) / "src"))  # mtm from src/ when not i
 from mtm.code_hash import code_hash
 from mtm.config import stages
 from mtm.config.checks import read_eids
-from mtm.config.schema import validate_config
+from mtm.config.validate import validate_config
 from mtm import vocabulary
 
 CONDA_ENV = "../../envs/mtm.yaml"

@@ -1,7 +1,8 @@
 """Checks of the workflow config that its JSON schema cannot express, made when it is read.
 
-`mtm.config.schema.validate_config` (which `workflow/rules/common.smk` calls) runs `check_config`
-right after the schema, so a value that cannot work stops Snakemake before any job starts. Checked later, in the jobs, such a value fails every job whose params it changed, and
+`mtm.config.validate.validate_config` (which `workflow/rules/common.smk` calls) runs
+`check_config` right after the schema, so a value that cannot work stops Snakemake before any job
+starts. Checked later, in the jobs, such a value fails every job whose params it changed, and
 Snakemake deletes those jobs' outputs: every good `binned.parquet`, and what follows from it.
 
 The checks are the package's own (`binning.n_bins`, `splits.check_fractions`,
