@@ -29,7 +29,7 @@ from mtm.config.training import TrainConfig
 
 TARGETS = ("choice", "block", "wheel-speed", "whisker-motion-energy")
 HEAD_IN_SUBPROCESS = (
-    "import json, logging, sys; from mtm.supervised import HeadConfig, finetune_head_checkpoint; "
+    "import json, logging, sys; from mtm.config.heads import HeadConfig; from mtm.supervised import finetune_head_checkpoint; "
     "logging.basicConfig(level=logging.INFO); "
     "finetune_head_checkpoint(sys.argv[1], sys.argv[2], sys.argv[3], 'choice', "
     "HeadConfig(**json.loads(sys.argv[4])), setting='single', threads=1)"

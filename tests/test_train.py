@@ -30,7 +30,7 @@ from mtm.vocabulary import MTM_SCHEMES
 
 RESUMABLE = TrainConfig(scheme="mtm-prompt", epochs=4, lr=1e-3, seed=7)
 TRAIN_IN_SUBPROCESS = (
-    "import json, sys; from mtm.jobs import train_session; from mtm.train_config import TrainConfig; "
+    "import json, sys; from mtm.jobs import train_session; from mtm.config.training import TrainConfig; "
     "train_session(sys.argv[1], sys.argv[2], TrainConfig(**json.loads(sys.argv[3])), threads=1)"
 )
 
