@@ -89,7 +89,7 @@ def test_the_workflow_config_builds_without_torch():
     code = (
         "import sys; from mtm.config.validate import load_config; from mtm.config import stages; "
         "c = load_config('config.yaml'); stages.train_config(c, stage='single', backbone='ndt1', scheme='mtm', seed=0); "
-        "stages.eval_config(c, setting='single'); stages.head_config(c, seed=0); stages.glm_configs(c); "
+        "stages.eval_config(c, setting='single'); stages.head_config(c, seed=0); stages.glm_scoring(c); stages.glm_config(c); "
         "stages.qc_config(c); stages.binning_config(c); print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=SRC.parent, capture_output=True, text=True, check=True)

@@ -23,7 +23,8 @@ def test_a_validated_empty_config_builds_the_dataclasses_defaults():
     assert stages.binning_config(config) == BinningConfig()
     assert stages.head_config(config, seed=0) == HeadConfig()
     assert stages.eval_config(config, setting="single") == EvalConfig()
-    assert stages.glm_configs(config)[1] == GlmConfig()
+    assert stages.glm_config(config) == GlmConfig()
+    assert stages.glm_scoring(config) == EvalConfig()
     built = stages.train_config(config, stage="single", backbone="ndt1", scheme="temporal", seed=0)
     assert built == TrainConfig(scheme="temporal")
     assert (TrainConfig(scheme="mtm").epochs, TrainConfig(scheme="mtm").lr) == (

@@ -221,7 +221,7 @@ def evaluate_glm(
             **{name: list(values) for name, values in per_unit.items()},
         }))  # fmt: skip
     units_table = pd.concat(unit_tables, ignore_index=True) if unit_tables else empty_table(UNIT_COLUMNS)
-    return Evaluation(metrics=metrics_frame(rows), units=units_table[list(UNIT_COLUMNS)], prompts=Evaluation.empty().prompts)
+    return Evaluation(metrics=metrics_frame(rows), units=units_table[list(UNIT_COLUMNS)], prompts=metrics_frame([]))
 
 
 def evaluate_glm_session(

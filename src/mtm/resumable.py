@@ -67,13 +67,11 @@ class ResumableRun:
     def restore_extra(self, state: dict[str, Any]) -> None:
         pass
 
-    def select(self, score: float) -> bool:
+    def select(self, score: float) -> None:
         """After an epoch: keep its weights when `score` beats every earlier epoch's (ties keep
-        the earlier; NaN never wins). Returns whether it did."""
-        if not score > self.best_score:
-            return False
-        self.best_score, self.best_epoch, self.best_weights = score, self.epoch, self.weights()
-        return True
+        the earlier; NaN never wins)."""
+        if score > self.best_score:
+            self.best_score, self.best_epoch, self.best_weights = score, self.epoch, self.weights()
 
     def state(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in self.generators.items()}}
@@ -107,20 +105,19 @@ class ResumableRun:
     def save(self, state_dir: Path) -> None:
         save_state(state_dir, self.state())
 
-    def resume(self, state_dir: Path, name: str) -> bool:
+    def resume(self, state_dir: Path, name: str) -> None:
         """Restore the state in `state_dir` when it is this run's (same identity); a state of
-        another run is cleared, with a warning. Returns whether the run resumed."""
+        another run is cleared, with a warning."""
         state = load_state(state_dir)
         if state is None:
-            return False
+            return
         saved_by_this_harness = all(key in state for key in ("weights", "optimizer", "rng", "best_score"))
         if not saved_by_this_harness or {k: state.get(k) for k in self.identity()} != self.identity():
             log.warning("%s: the state in %s is of another run; starting afresh", name, state_dir)
             clear_state(state_dir)
-            return False
+            return
         self.restore(state)
         log.info("%s: resumed after epoch %d", name, self.epoch)
-        return True
 
 
 def write_skipped(out_dir: str | Path, reason: str, metadata: dict[str, Any], log_columns: list[str]) -> None:

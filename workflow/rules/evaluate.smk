@@ -98,8 +98,8 @@ rule glm_baseline:
         mem_mb=per_attempt(config["evaluation"]["mem_mb"]),
         runtime=config["evaluation"]["runtime"],
     params:
-        evaluation=stages.as_params(stages.glm_configs(config)[0]),
-        glm=stages.as_params(stages.glm_configs(config)[1]),
+        evaluation=stages.as_params(stages.glm_scoring(config)),
+        glm=stages.as_params(stages.glm_config(config)),
         region_level=config["training"]["region_level"],
         code=script_code("glm_baseline.py"),
     script:

@@ -4,7 +4,8 @@
     binning_config(config)                                  -> sessions.BinningConfig
     train_config(config, stage=, backbone=, scheme=, seed=) -> training.TrainConfig
     eval_config(config, setting=)                           -> evaluation.EvalConfig
-    glm_configs(config)                                     -> (EvalConfig, evaluation.GlmConfig)
+    glm_scoring(config)                                     -> evaluation.EvalConfig (the GLM's)
+    glm_config(config)                                      -> evaluation.GlmConfig
     head_config(config, seed=)                              -> heads.HeadConfig
 
 These modules of mtm.config import neither torch nor the stages that use them, so the workflow
@@ -80,12 +81,16 @@ def eval_config(config: dict[str, Any], *, setting: str) -> EvalConfig:
     )
 
 
-def glm_configs(config: dict[str, Any]) -> tuple[EvalConfig, GlmConfig]:
-    """The GLM baseline's scoring (the tasks, units and seed of `evaluation`: the others do not
-    apply to it) and its fits (the `glm` section)."""
+def glm_scoring(config: dict[str, Any]) -> EvalConfig:
+    """How the GLM baseline is scored: the tasks, units and seed of `evaluation` (the others do
+    not apply to it, and changing them does not rerun it)."""
     evaluation = config["evaluation"]
-    scoring = EvalConfig(tasks=evaluation["tasks"], max_units=evaluation["max_units"], seed=evaluation["seed"])
-    return scoring, GlmConfig(**_same_names(GlmConfig, config["glm"]))
+    return EvalConfig(tasks=evaluation["tasks"], max_units=evaluation["max_units"], seed=evaluation["seed"])
+
+
+def glm_config(config: dict[str, Any]) -> GlmConfig:
+    """The GLM baseline's fits: the `glm` section."""
+    return GlmConfig(**_same_names(GlmConfig, config["glm"]))
 
 
 def head_config(config: dict[str, Any], *, seed: int) -> HeadConfig:

@@ -11,7 +11,7 @@ import jsonschema
 import yaml
 
 from mtm.config.checks import ConfigError, check_config
-from mtm.config.schema import _schema
+from mtm.config.schema import schema
 
 
 def _with_defaults(validator_class):
@@ -35,7 +35,7 @@ _Validator = _with_defaults(jsonschema.Draft202012Validator)
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Fill in `config`'s defaults (in place), check it against the schema and then
     `checks.check_config`; return it. ConfigError names the first key that cannot work."""
-    error = jsonschema.exceptions.best_match(_Validator(_schema()).iter_errors(config))
+    error = jsonschema.exceptions.best_match(_Validator(schema()).iter_errors(config))
     if error is not None:
         key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
         raise ConfigError(key, error.message)
