@@ -20,9 +20,11 @@ $(VENV)/.installed: pyproject.toml envs/constraints.txt
 run: setup
 	$(BIN)/snakemake --cores $(CORES) results/figures/all.done
 
-## test: unit tests and the tiny end-to-end workflow
+## test: unit tests and the tiny end-to-end workflow. Test files run side by side (pytest-xdist,
+## a file per worker): the SLURM scenario mostly waits on the scheduler's polling, and the
+## other files use that time.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --numprocesses auto --maxprocesses 4 --dist loadfile
 
 ## test-science: the claims, held on small models trained long enough to make them (minutes; CI runs it)
 test-science: setup

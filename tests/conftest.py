@@ -38,7 +38,7 @@ def bin_demo_sessions(root: Path, sessions, *, n_units: int, n_trials: int, seed
     from mtm.ibl.one_cache import write_one_tables
     from mtm.ibl.qc import run_qc
     from mtm.config.validate import validate_config
-    from mtm.config.stages import binning_config, qc_config
+    from mtm.config.stages import binning_config, one_config, qc_config
 
     if not (root / "cache").exists():
         for session in sessions:
@@ -55,7 +55,7 @@ def bin_demo_sessions(root: Path, sessions, *, n_units: int, n_trials: int, seed
         mp.setenv("HOME", str(root / "home"))
         for session in sessions:
             out = root / f"{session.eid}-{min_units}"
-            fetch_session(session.eid, config, out / "manifest.json")
+            fetch_session(session.eid, one_config(validated), out / "manifest.json")
             files = {k: out / f"{k}.{'json' if k == 'qc' else 'parquet'}" for k in ("units", "trials", "behaviour", "qc")}
             run_qc(out / "manifest.json", qc_config(validated), files)
             truth = root / "truth" / f"{session.eid}.npz"

@@ -22,6 +22,7 @@ from mtm.ibl.local_session import open_session
 from mtm.ibl.one_cache import write_one_tables
 from mtm.ibl.qc import run_qc
 from mtm.config.validate import validate_config
+from mtm.config.sessions import OneConfig
 from mtm.config.stages import binning_config, qc_config
 from mtm.session import load_session
 
@@ -53,7 +54,7 @@ def retable(cache: Path) -> None:
 
 def run(cache: Path, eid: str, out: Path, truth: Path | None = None, **one) -> tuple[dict, dict, object]:
     config = {**CONFIG, "one": {"mode": "local", "cache_dir": str(cache), **one}}
-    manifest = fetch_session(eid, config, out / "manifest.json")
+    manifest = fetch_session(eid, OneConfig(**config["one"]), out / "manifest.json")
     paths = {k: out / f"{k}.{'json' if k == 'qc' else 'parquet'}" for k in ("units", "trials", "behaviour", "qc")}
     validated = validate_config(copy.deepcopy(config))
     verdict = run_qc(out / "manifest.json", qc_config(validated), paths)
@@ -149,8 +150,7 @@ def test_truncated_file_without_size_record_is_named(cache, tmp_path):
 
 
 def test_file_damaged_after_fetch_is_named_at_qc(cache, tmp_path):
-    config = {**CONFIG, "one": {"mode": "local", "cache_dir": str(cache)}}
-    manifest = fetch_session(PLAIN.eid, config, tmp_path / "manifest.json")
+    manifest = fetch_session(PLAIN.eid, OneConfig(mode="local", cache_dir=str(cache)), tmp_path / "manifest.json")
     rel = "alf/_ibl_trials.table.pqt"
     path = cache / PLAIN.rel_path / rel
     path.write_bytes(path.read_bytes()[:100])
@@ -159,8 +159,8 @@ def test_file_damaged_after_fetch_is_named_at_qc(cache, tmp_path):
 
 
 def test_unusable_session_is_a_successful_output(demo_cache, tmp_path):
-    config = {"units": {"min_units": 1000}, "one": {"mode": "local", "cache_dir": str(demo_cache / "cache")}}
-    fetch_session(PLAIN.eid, config, tmp_path / "manifest.json")
+    config = {"units": {"min_units": 1000}}
+    fetch_session(PLAIN.eid, OneConfig(mode="local", cache_dir=str(demo_cache / "cache")), tmp_path / "manifest.json")
     paths = {k: tmp_path / f"{k}.{'json' if k == 'qc' else 'parquet'}" for k in ("units", "trials", "behaviour", "qc")}
     validated = validate_config(copy.deepcopy(config))
     verdict = run_qc(tmp_path / "manifest.json", qc_config(validated), paths)
@@ -173,7 +173,7 @@ def test_unusable_session_is_a_successful_output(demo_cache, tmp_path):
 
 def _fetch_in_process(args):
     eid, cache, out = args
-    fetch_session(eid, {"one": {"mode": "local", "cache_dir": cache}}, out)
+    fetch_session(eid, OneConfig(mode="local", cache_dir=cache), out)
     return out
 
 

@@ -35,7 +35,7 @@ from mtm.checkpoint import load_pretrained, load_state, read_config, save_state
 from mtm.cli import main as mtm_command
 from mtm.config.checks import ConfigError, check_config
 from mtm.config.validate import validate_config
-from mtm.config.sessions import BinningConfig, QcConfig
+from mtm.config.sessions import BinningConfig, OneConfig, QcConfig
 from mtm.config.stages import binning_config, qc_config
 from mtm.demo import demo_sessions, write_demo_session
 from mtm.evaluate import evaluate_checkpoint
@@ -94,8 +94,8 @@ class Finished:
     def qc_config(self) -> QcConfig:
         return qc_config(validate_config(copy.deepcopy(self.config)))
 
-    def with_cache(self, cache: Path) -> dict[str, Any]:
-        return {**self.config, "one": {"mode": "local", "cache_dir": str(cache)}}
+    def with_cache(self, cache: Path) -> OneConfig:
+        return OneConfig(mode="local", cache_dir=str(cache))
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +262,7 @@ CASES = [
     ("one.cache_dir without a ONE cache", FetchError,
      lambda f, tmp: (lambda: fetch_session(EID, f.with_cache(tmp), f.manifest), ["no ONE cache tables", "one.cache_dir", str(tmp)])),
     ("remote mode without credentials", FetchError,
-     lambda f, tmp: (lambda: fetch_session(EID, {"one": {"mode": "remote", "cache_dir": str(tmp)}}, f.manifest),
+     lambda f, tmp: (lambda: fetch_session(EID, OneConfig(mode="remote", cache_dir=str(tmp)), f.manifest),
                      ["no credentials", "one.username", "ALYX_LOGIN"])),
     # sessions whose files are bad, found at run time
     ("align_event that this session's trials lack", SessionDataError,

@@ -11,7 +11,7 @@ from mtm.config.evaluation import EvalConfig, GlmConfig
 from mtm.config.heads import HeadConfig
 from mtm.config.schema import schema_default
 from mtm.config.validate import validate_config
-from mtm.config.sessions import BinningConfig, QcConfig
+from mtm.config.sessions import BinningConfig, OneConfig, QcConfig
 from mtm.config.training import TrainConfig
 
 
@@ -19,6 +19,7 @@ def test_a_validated_empty_config_builds_the_dataclasses_defaults():
     """Defaults live in the schema alone: a config of nothing gives each stage the dataclass's own
     defaults (the fields the config does not set, e.g. the device, are the code's)."""
     config = validate_config({})
+    assert stages.one_config(config) == OneConfig()
     assert stages.qc_config(config) == QcConfig()
     assert stages.binning_config(config) == BinningConfig()
     assert stages.head_config(config, seed=0) == HeadConfig()
@@ -78,3 +79,14 @@ def test_every_schema_key_reaches_a_stage_or_the_workflow():
         fields = {f.name for f in dataclasses.fields(cls)}
         keys = set(validate_config({})[section])
         assert keys - fields <= workflow_keys, (section, keys - fields - workflow_keys)
+
+
+def test_credentials_stay_out_of_params_and_come_from_the_environment(monkeypatch):
+    config = validate_config({"one": {"mode": "remote", "username": "me", "password": "s3cret", "retries": 2}})
+    params = stages.one_params(config)
+    assert "s3cret" not in str(params) and not {"username", "password", "token"} & set(params)
+    assert params["retries"] == 2 and params["mode"] == "remote"
+    one = stages.one_config(config)
+    assert (one.username, one.password) == ("me", "s3cret") and "s3cret" not in repr(one)
+    monkeypatch.setenv("ALYX_TOKEN", "t0ken")
+    assert one.with_credentials().token == "t0ken" and one.with_credentials().password == "s3cret"

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from mtm.ibl.errors import FetchError
-from mtm.ibl.fetch import connect, fetch_session, one_settings, select_datasets, with_retries
+from mtm.config.sessions import OneConfig
+from mtm.ibl.fetch import connect, fetch_session, select_datasets, with_retries
 
 
 def records(paths, default=None):
@@ -56,9 +57,7 @@ def test_sorter_preference():
 
 
 def test_remote_without_network_fails_at_once_and_hides_secrets():
-    settings = one_settings(
-        {"one": {"mode": "remote", "base_url": "http://127.0.0.1:9", "username": "someone", "password": "s3cret-Pw"}}
-    )
+    settings = OneConfig(mode="remote", base_url="http://127.0.0.1:9", username="someone", password="s3cret-Pw")
     start = time.monotonic()
     with pytest.raises(FetchError) as err:
         connect(settings)
@@ -71,14 +70,15 @@ def test_remote_without_network_fails_at_once_and_hides_secrets():
 
 def test_remote_without_credentials_names_the_variables(monkeypatch):
     with pytest.raises(FetchError, match="ALYX_LOGIN"):
-        connect(one_settings({"one": {"mode": "remote"}}))
+        connect(OneConfig(mode="remote").with_credentials())
     monkeypatch.setenv("ALYX_LOGIN", "me")
-    assert one_settings({"one": {"mode": "remote"}})["username"] == "me"
+    assert OneConfig(mode="remote").with_credentials().username == "me"
+    assert "s3cret" not in repr(OneConfig(password="s3cret"))  # credentials never print
 
 
 def test_local_without_tables(tmp_path):
     with pytest.raises(FetchError, match="no ONE cache tables"):
-        connect(one_settings({"one": {"mode": "local", "cache_dir": str(tmp_path)}}))
+        connect(OneConfig(mode="local", cache_dir=str(tmp_path)))
 
 
 class FakeHTTPError(Exception):
@@ -164,7 +164,7 @@ def test_remote_fetch_retries_and_redownloads_corrupt_files(tmp_path, monkeypatc
     files["alf/_ibl_wheel.position.npy"] = npy(np.linspace(0, 1, 50))
     spikes = "alf/probe00/pykilosort/spikes.times.npy"
     one = FakeRemoteOne(tmp_path, files, truncate_first=[spikes], fail_first=["alf/_ibl_wheel.position.npy"])
-    config = {"one": {"mode": "remote", "username": "u", "password": "s3cret-Pw", "retries": 2}}
+    config = OneConfig(mode="remote", username="u", password="s3cret-Pw", retries=2)
     monkeypatch.setattr("mtm.ibl.fetch.time.sleep", lambda seconds: None)  # no real backoff here
     manifest = fetch_session("e", config, tmp_path / "manifest.json", one=one)
     assert one.downloads.count(spikes) == 2  # truncated once, fetched again
@@ -192,8 +192,8 @@ def test_network_errors_of_requests_are_transient():
 
 def test_remote_mode_with_a_cache_dir_writes_nothing_in_the_home_folder(isolated_home, tmp_path):
     """ONE would write ~/.one and make ~/Downloads/ONE/<host>: with one.cache_dir set, neither."""
-    config = {"one": {"mode": "remote", "base_url": "http://127.0.0.1:9", "username": "u", "password": "s3cret-Pw",
-                      "cache_dir": str(tmp_path / "cache")}}  # fmt: skip
+    config = OneConfig(mode="remote", base_url="http://127.0.0.1:9", username="u", password="s3cret-Pw",
+                       cache_dir=str(tmp_path / "cache"))  # fmt: skip
     with pytest.raises(FetchError, match="cannot reach the IBL server"):
         fetch_session("d57df551-6dcb-4242-9c72-b806cff5613a", config, tmp_path / "manifest.json")
     assert list(isolated_home.iterdir()) == []

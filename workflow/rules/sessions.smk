@@ -19,11 +19,7 @@ rule fetch:
         mem_mb=per_attempt(2000),
         runtime=60,
     params:
-        one={
-            k: v
-            for k, v in config["one"].items()
-            if k not in ("username", "password", "token")
-        },
+        one=stages.one_params(config),
         code=script_code("fetch.py"),
     script:
         "../scripts/fetch.py"

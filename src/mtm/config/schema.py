@@ -35,6 +35,7 @@ def schema_default(section: str, key: str) -> Any:
         raise KeyError(f"the config schema has no default for {section}.{key}") from None
 
 
-def from_schema(section: str, key: str) -> Any:
-    """A dataclass field whose default is the schema's `section.key`."""
-    return dataclasses.field(default_factory=lambda: schema_default(section, key))
+def from_schema(section: str, key: str, **field_options: Any) -> Any:
+    """A dataclass field whose default is the schema's `section.key` (`field_options`: the rest
+    of dataclasses.field's, e.g. repr=False)."""
+    return dataclasses.field(default_factory=lambda: schema_default(section, key), **field_options)

@@ -1,14 +1,50 @@
-"""How a session is selected (`QcConfig`, mtm.ibl.qc) and binned (`BinningConfig`,
-mtm.ibl.bin_session); defaults: the config schema's `units`, `trials`, `binning` and `splits`."""
+"""How a session is fetched (`OneConfig`, mtm.ibl.fetch), selected (`QcConfig`, mtm.ibl.qc) and
+binned (`BinningConfig`, mtm.ibl.bin_session); defaults: the config schema's `one`, `units`,
+`trials`, `binning` and `splits`."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from mtm.binning import n_bins
 from mtm.config.schema import from_schema
 from mtm.ibl.trials import check_align_event
+
+
+# each credential, and the environment variable ONE itself reads it from
+CREDENTIALS = {"username": "ALYX_LOGIN", "password": "ALYX_PWD", "token": "ALYX_TOKEN"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class OneConfig:
+    """Where sessions come from (the config's `one` section): a local ONE cache or the IBL
+    server (`mode`, `base_url`, `cache_dir`), the spike-sorting pins (`revision`, `spike_sorter`)
+    and the retries of transient network errors. The credentials never print (repr) and never
+    travel in a rule's params: a fetch job reads them from the config, else from the environment
+    (`with_credentials`)."""
+
+    mode: str = from_schema("one", "mode")
+    cache_dir: str | None = from_schema("one", "cache_dir")
+    base_url: str = from_schema("one", "base_url")
+    username: str | None = from_schema("one", "username", repr=False)
+    password: str | None = from_schema("one", "password", repr=False)
+    token: str | None = from_schema("one", "token", repr=False)
+    revision: str | None = from_schema("one", "revision")
+    spike_sorter: str | None = from_schema("one", "spike_sorter")
+    retries: int = from_schema("one", "retries")
+
+    def with_credentials(self) -> OneConfig:
+        """Each credential the config leaves empty, from ONE's environment variable (CREDENTIALS)."""
+        return dataclasses.replace(
+            self, **{key: getattr(self, key) or os.environ.get(env) or None for key, env in CREDENTIALS.items()}
+        )
+
+    def secrets(self) -> list[str]:
+        """The values to redact from messages."""
+        return [s for s in (self.password, self.token) if s]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,5 +1,6 @@
 """The typed config of each stage, built from a validated workflow config (`validate_config`).
 
+    one_config(config)                                      -> sessions.OneConfig
     qc_config(config)                                       -> sessions.QcConfig
     binning_config(config)                                  -> sessions.BinningConfig
     train_config(config, stage=, backbone=, scheme=, seed=) -> training.TrainConfig
@@ -24,7 +25,7 @@ from typing import Any
 
 from mtm.config.evaluation import EvalConfig, GlmConfig
 from mtm.config.heads import HeadConfig
-from mtm.config.sessions import BinningConfig, QcConfig
+from mtm.config.sessions import CREDENTIALS, BinningConfig, OneConfig, QcConfig
 from mtm.config.training import TrainConfig
 
 STAGES = ("single", "pretrain", "finetune")
@@ -38,6 +39,17 @@ def as_params(stage_config: Any) -> dict[str, Any]:
 def _same_names(cls: type, section: dict[str, Any], *, leave: tuple[str, ...] = ()) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(cls)} - set(leave)
     return {key: value for key, value in section.items() if key in names}
+
+
+def one_config(config: dict[str, Any]) -> OneConfig:
+    """Fetching, credentials included: for the fetch job itself, never for params (`one_params`)."""
+    return OneConfig(**config["one"])
+
+
+def one_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The fetch rule's params: the `one` section without the credentials (params are stored in
+    .snakemake/metadata)."""
+    return {key: value for key, value in as_params(one_config(config)).items() if key not in CREDENTIALS}
 
 
 def qc_config(config: dict[str, Any]) -> QcConfig:

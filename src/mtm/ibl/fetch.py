@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 import pandas as pd
 import requests
 
+from mtm.config.sessions import OneConfig
 from mtm.io import write_json
 from mtm.ibl.alf_check import check_alf_file
 from mtm.ibl.errors import FetchError, SessionDataError
@@ -31,7 +32,6 @@ from mtm.ibl.one_cache import md5sum
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://openalyx.internationalbrainlab.org"
 # Collections are searched in this order when `spike_sorter` is not set, as ibllib does.
 SORTER_PREFERENCE = ("iblsorter", "pykilosort", "")
 PROBE_COLLECTION = re.compile(r"^alf/(probe\d\d[a-z]?)(?:/([^/#]+))?$")
@@ -63,35 +63,18 @@ TRANSIENT = (
 # connecting
 
 
-def one_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The `one:` section of the workflow config with credentials filled from the environment.
-
-    Environment variables: ALYX_LOGIN, ALYX_PWD, ALYX_TOKEN (the names of ONE's own parameters).
-    """
-    settings = dict(config.get("one") or {})
-    settings.setdefault("mode", "local")
-    settings.setdefault("base_url", DEFAULT_BASE_URL)
-    for key, env in (("username", "ALYX_LOGIN"), ("password", "ALYX_PWD"), ("token", "ALYX_TOKEN")):
-        settings[key] = settings.get(key) or os.environ.get(env) or None
-    return settings
-
-
-def secrets_of(settings: dict[str, Any]) -> list[str]:
-    return [s for s in (settings.get("password"), settings.get("token")) if s]
-
-
 def redact(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, "***")
     return text
 
 
-def connect(settings: dict[str, Any]):
+def connect(settings: OneConfig):
     """A ONE instance for `settings` (local cache or IBL server). Fails at once when unreachable."""
     from one.api import ONE, One
 
-    cache_dir = settings.get("cache_dir")
-    if settings["mode"] == "local":
+    cache_dir = settings.cache_dir
+    if settings.mode == "local":
         if not cache_dir or not (Path(cache_dir) / "sessions.pqt").exists():
             raise FetchError(
                 f"no ONE cache tables (sessions.pqt, datasets.pqt) in one.cache_dir={cache_dir!r}. "
@@ -99,26 +82,26 @@ def connect(settings: dict[str, Any]):
             )
         # A plain One: never reads ~/.one, never connects, and is not the lru-cached ONE() object.
         return One(cache_dir=cache_dir, mode="local")
-    if settings["mode"] != "remote":
-        raise FetchError(f"one.mode must be 'local' or 'remote', not {settings['mode']!r}")
-    if not (settings["username"] or settings["token"]):
+    if settings.mode != "remote":
+        raise FetchError(f"one.mode must be 'local' or 'remote', not {settings.mode!r}")
+    if not (settings.username or settings.token):
         raise FetchError(
-            f"no credentials for {settings['base_url']}: set one.username and one.password (or one.token) "
+            f"no credentials for {settings.base_url}: set one.username and one.password (or one.token) "
             "in the config, or the ALYX_LOGIN and ALYX_PWD (or ALYX_TOKEN) environment variables. "
             "Open Alyx accounts: https://openalyx.internationalbrainlab.org/signup"
         )
-    kwargs = dict(base_url=settings["base_url"], cache_dir=cache_dir, silent=True, mode="remote")
-    if settings["token"]:
-        kwargs["token"] = settings["token"]
-    if settings["username"]:
-        kwargs.update(username=settings["username"], password=settings["password"])
+    kwargs = dict(base_url=settings.base_url, cache_dir=cache_dir, silent=True, mode="remote")
+    if settings.token:
+        kwargs["token"] = settings.token
+    if settings.username:
+        kwargs.update(username=settings.username, password=settings.password)
     ONE.cache_clear()
     try:
         return ONE(**kwargs)
     except Exception as err:  # ONE raises ConnectionError, requests errors or HTTPError here
-        reason = redact(f"{type(err).__name__}: {err}", secrets_of(settings))
+        reason = redact(f"{type(err).__name__}: {err}", settings.secrets())
         raise FetchError(
-            f"cannot reach the IBL server at {settings['base_url']} ({reason}). "
+            f"cannot reach the IBL server at {settings.base_url} ({reason}). "
             "Check the network and credentials, or run offline on a local ONE cache with "
             "`one: {mode: local, cache_dir: ...}` (or `source: demo`)."
         ) from None
@@ -235,18 +218,18 @@ def session_lock(cache_dir: Path, eid: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def fetch_session(eid: str, config: dict[str, Any], manifest_path: str | Path, *, one=None) -> dict[str, Any]:
+def fetch_session(eid: str, config: OneConfig, manifest_path: str | Path, *, one=None) -> dict[str, Any]:
     """Fetch one session's datasets and write its manifest. Returns the manifest.
 
-    config: the workflow config (sections `one` and, for the pins, `one.revision`,
-    `one.spike_sorter`, `one.retries`). `one` may be passed to reuse a connection.
+    config: where from, and the pins; credentials it lacks come from the environment
+    (OneConfig.with_credentials). `one` may be passed to reuse a connection.
     """
-    settings = one_settings(config)
-    secrets = secrets_of(settings)
+    settings = config.with_credentials()
+    secrets = settings.secrets()
     with private_one_params(settings):
         one = one or connect(settings)
         # Only downloads write to the cache: a local cache (perhaps read-only, shared) needs no lock.
-        lock = session_lock(Path(one.cache_dir), eid) if settings["mode"] == "remote" else contextlib.nullcontext()
+        lock = session_lock(Path(one.cache_dir), eid) if settings.mode == "remote" else contextlib.nullcontext()
         try:
             with lock:
                 manifest = _fetch(one, eid, settings)
@@ -259,7 +242,7 @@ def fetch_session(eid: str, config: dict[str, Any], manifest_path: str | Path, *
 
 
 @contextlib.contextmanager
-def private_one_params(settings: dict[str, Any]) -> Iterator[None]:
+def private_one_params(settings: OneConfig) -> Iterator[None]:
     """With one.cache_dir set in remote mode, keep ONE out of the home folder while it works.
 
     ONE keeps its parameters in ~/.one (HOME, read when it writes them) and, meeting a server for
@@ -267,7 +250,7 @@ def private_one_params(settings: dict[str, Any]) -> Iterator[None]:
     folder, deleted afterwards, in which cache_dir is registered for the server first, so ONE
     writes only into cache_dir. Without cache_dir, ONE's own parameters and folders are used.
     """
-    if settings["mode"] != "remote" or not settings.get("cache_dir"):
+    if settings.mode != "remote" or not settings.cache_dir:
         yield
         return
     import one.params
@@ -276,7 +259,7 @@ def private_one_params(settings: dict[str, Any]) -> Iterator[None]:
     with tempfile.TemporaryDirectory(prefix="mtm-one-home-") as private:
         os.environ["HOME"] = private
         try:
-            one.params.setup(client=settings["base_url"], silent=True, cache_dir=settings["cache_dir"])
+            one.params.setup(client=settings.base_url, silent=True, cache_dir=settings.cache_dir)
             yield
         finally:
             if home is None:
@@ -292,17 +275,17 @@ def _download(one, eid: str, rel_path: str) -> None:
         one.load_datasets(eid, [rel_path], download_only=True, check_hash=False)
 
 
-def _fetch(one, eid: str, settings: dict[str, Any]) -> dict[str, Any]:
+def _fetch(one, eid: str, settings: OneConfig) -> dict[str, Any]:
     import one as one_package
 
-    remote = settings["mode"] == "remote"
+    remote = settings.mode == "remote"
     records = with_retries(lambda: one.list_datasets(eid, details=True), what=f"{eid} list datasets")
     if len(records) == 0:
         raise FetchError(f"session {eid}: no datasets found in the ONE cache {one.cache_dir} (is the eid right?)")
     session_path = Path(one.eid2path(eid))
     rel_session = session_path.relative_to(one.cache_dir).as_posix()
     chosen, probes = select_datasets(
-        records, revision=settings.get("revision"), spike_sorter=settings.get("spike_sorter")
+        records, revision=settings.revision, spike_sorter=settings.spike_sorter
     )
     datasets = []
     for row in chosen.itertuples():
@@ -311,7 +294,7 @@ def _fetch(one, eid: str, settings: dict[str, Any]) -> dict[str, Any]:
         path = session_path / row.rel_path
         download = lambda rel=row.rel_path: _download(one, eid, rel)
         for attempt in range(2 if remote else 1):
-            with_retries(download, what=f"{eid} {row.rel_path}", retries=int(settings.get("retries", 4)))
+            with_retries(download, what=f"{eid} {row.rel_path}", retries=int(settings.retries))
             try:
                 verify_file(eid, path, row.rel_path, size=size, md5=md5)
                 break
@@ -324,12 +307,12 @@ def _fetch(one, eid: str, settings: dict[str, Any]) -> dict[str, Any]:
         )
     return dict(
         eid=eid,
-        mode=settings["mode"],
-        base_url=settings["base_url"] if remote else None,
+        mode=settings.mode,
+        base_url=settings.base_url if remote else None,
         cache_dir=str(Path(one.cache_dir).resolve()),
         session_path=rel_session,
-        revision_pin=settings.get("revision"),
-        spike_sorter=settings.get("spike_sorter"),
+        revision_pin=settings.revision,
+        spike_sorter=settings.spike_sorter,
         sortings_found=spike_sortings(records),
         probes=probes,
         datasets=datasets,
