@@ -5,8 +5,8 @@ also run where only torch and the scientific stack are installed (e.g. a GPU mac
 tests/test_cuda.py).
 """
 
-import importlib.util
 import copy
+import importlib.util
 import json
 import subprocess
 import time
@@ -95,3 +95,9 @@ def wait_for_saved_epoch(proc: subprocess.Popen, state_dir: Path, epoch: int, st
         assert proc.poll() is None, f"the run ended early ({proc.returncode}):\n{stderr.read_text()}"
         time.sleep(0.02)
     raise TimeoutError(f"no state for epoch {epoch} in {state_dir}")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The workflow scenario's file first: it is the longest and mostly waits on SLURM's polling,
+    so under `make test` (a test file per worker) the other files run beside it, not after it."""
+    items.sort(key=lambda item: item.path.name != "test_workflow.py")  # stable: the rest keep their order
