@@ -22,9 +22,9 @@ run: setup
 
 ## test: unit tests and the tiny end-to-end workflow. Test files run side by side (pytest-xdist,
 ## a file per worker): the SLURM scenario mostly waits on the scheduler's polling, and the
-## other files use that time.
+## other files use that time: it is collected first (tests/conftest.py) and kept first.
 test: setup
-	$(BIN)/python -m pytest -q --numprocesses auto --maxprocesses 4 --dist loadfile
+	$(BIN)/python -m pytest -q --numprocesses auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 ## test-science: the claims, held on small models trained long enough to make them (minutes; CI runs it)
 test-science: setup
