@@ -19,7 +19,7 @@ FLOORS = {
     # 2: models, masks and how they are scored on held-out data
     "mtm.models": 2, "mtm.masking": 2, "mtm.heldout": 2, "mtm.decoding": 2, "mtm.checkpoint": 2,
     # 3: the stages: training, validation, evaluation, heads, the GLM, the authors' models
-    "mtm.train": 3, "mtm.validation": 3, "mtm.resumable": 3, "mtm.evaluate": 3, "mtm.supervised": 3,
+    "mtm.train": 3, "mtm.stack": 3, "mtm.validation": 3, "mtm.resumable": 3, "mtm.evaluate": 3, "mtm.supervised": 3,
     "mtm.glm": 3, "mtm.authors": 3,
     # 4: entry points (jobs, the command line) and the figures
     "mtm.jobs": 4, "mtm.cli": 4, "mtm.figures": 4,

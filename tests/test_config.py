@@ -72,7 +72,7 @@ def test_a_bad_config_names_its_key():
 def test_every_schema_key_reaches_a_stage_or_the_workflow():
     """A key of a stage's section is either a field of its dataclass or one the workflow reads
     itself (the lists that expand it, the resources): none is silently dropped."""
-    workflow_keys = {"backbones", "schemes", "sessions", "seeds", "gpus", "threads", "mem_mb", "runtime",
+    workflow_keys = {"backbones", "schemes", "sessions", "seeds", "gpus", "threads", "mem_mb", "runtime", "stack",
                      "prompt_ablation", "settings", "targets", "enabled"}  # fmt: skip
     sections = {"training": TrainConfig, "evaluation": EvalConfig, "supervised": HeadConfig, "glm": GlmConfig}
     for section, cls in sections.items():

@@ -37,7 +37,7 @@ def test_the_schema_enums_are_the_vocabulary():
     # of the region levels: cosmos is too coarse for region masking)
     choices = {
         ("training", "model"): v.MODEL_SIZES, ("training", "precision"): v.PRECISIONS, ("training", "loss"): v.LOSSES,
-        ("training", "lr_schedule"): v.LR_SCHEDULES, ("training", "selection"): v.SELECTIONS,
+        ("training", "lr_schedule"): v.LR_SCHEDULES, ("training", "selection"): v.SELECTIONS, ("training", "stack"): v.STACKING,
         ("multisession", "session_sampling"): v.SESSION_SAMPLING, ("multisession", "trainable"): v.TRAINABLE,
         ("evaluation", "forward_attention"): v.FORWARD_ATTENTION,
         ("evaluation", "decoding_attention"): v.DECODING_ATTENTION, ("evaluation", "decoders"): v.DECODER_PROTOCOLS,

@@ -239,7 +239,9 @@ def test_the_paper_config_keeps_the_authors_protocol_over_the_demo_defaults(tmp_
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     stats = result.stdout[result.stdout.index("Job stats:") : result.stdout.index("Reasons:")]
     jobs = dict(line.split()[:2] for line in stats.splitlines() if line.split()[:1] and line.split()[-1].isdigit())
-    assert int(jobs["fetch"]) == 40 and int(jobs["train_single"]) == 40 * (7 + 7)
+    # training.stack: scheme, one job per session and backbone
+    assert int(jobs["fetch"]) == 40 and int(jobs["train_stack_ndt1"]) == int(jobs["train_stack_ndt2"]) == 40
+    assert "train_single" not in jobs
     demo, paper = (yaml.safe_load((REPO / name).read_text())["training"] for name in ("config.yaml", "config/paper.yaml"))
     training = {**demo, **paper}  # how Snakemake layers the two
     assert training["patience"] is None and training["lr_schedule"] == "one-cycle"

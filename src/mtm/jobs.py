@@ -1,6 +1,7 @@
 """The training jobs of the workflow, from files to files: a model of one session
-(`train_session`), pretrained on several (`pretrain_sessions`), finetuned on a new one
-(`finetune_session`). `run_training_job` runs one in this process, or under torchrun with one
+(`train_session`), several models of one session in one stacked computation
+(`train_session_stack`, mtm.stack), pretrained on several (`pretrain_sessions`), finetuned on a
+new one (`finetune_session`). `run_training_job` runs one in this process, or under torchrun with one
 process per GPU when the job holds several (data-parallel, mtm.distributed):
 
     run_training_job("train_session", ["binned.parquet", "out/"], TrainConfig(...), gpus=2, threads=4)
@@ -28,6 +29,7 @@ from mtm.data import CountsCache, SessionTensors
 from mtm.models import BACKBONES
 from mtm.resumable import write_skipped
 from mtm.session import load_session, read_session_header
+from mtm.stack import train_stack
 from mtm.train import TrainResult, log_columns, train
 from mtm.config.training import TrainConfig
 
@@ -45,6 +47,23 @@ def train_session(
         return None
     data = SessionTensors.from_session(session, region_level=config.region_level)
     return train(data, config, out_dir, threads=threads, metadata=metadata)
+
+
+def train_session_stack(
+    binned_path: str | Path, out_dirs: Sequence[str | Path], configs: Sequence[TrainConfig], *, threads: int | None = None
+) -> list[TrainResult] | None:
+    """Train one model per config on one binned session, those that stack together (mtm.stack),
+    config i's into out_dirs[i]; an unusable session skips them all (returns None). One process."""
+    if len({config.region_level for config in configs}) != 1:
+        raise ValueError(f"{binned_path}: the models of a stack need one region level, got {[c.region_level for c in configs]}")
+    session = load_session(binned_path, true_rate=False)
+    metadata = {"stage": "single", "binned": str(binned_path), "provenance": session.meta.get("provenance")}
+    if not session.usable:
+        for config, out_dir in zip(configs, out_dirs):
+            _skip(out_dir, _unusable(session.meta), config, session.eid, metadata)
+        return None
+    data = SessionTensors.from_session(session, region_level=configs[0].region_level)
+    return train_stack(data, configs, out_dirs, threads=threads, metadata=metadata)
 
 
 def pretrain_sessions(

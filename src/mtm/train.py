@@ -113,13 +113,7 @@ def train(
         run = TrainingRun(sessions, config, device, init, world)
         run.resume(state_dir, name)
         # the validation masks, drawn once: every epoch is scored on the same entries
-        val_masks = {
-            data.eid: fixed_masks(
-                data, "val", config.schemes, seed=config.seed, batch_size=config.batch_size,
-                token_units=run.model.token_units,
-            )  # fmt: skip
-            for data in sessions
-        }
+        val_masks = validation_masks(run)
         bar = progress_bar(total=config.epochs * run.steps_per_epoch, initial=run.step)
         try:
             while run.epoch < config.epochs and run.stop_reason is None:
@@ -136,16 +130,33 @@ def train(
                 bar.set_postfix_str(f"epoch {run.epoch} val {run.history[-1]['val_loss']:.4f}")
         finally:
             bar.close()
-        # the selected epoch's weights and the log are the outputs; the state is no longer needed
-        if run.best_weights is None:
-            raise RuntimeError(f"{name}: the validation {config.selection} was never finite: {run.history}")
-        run.load_weights(run.best_weights)
-        run.model.eval()
-        if world.is_main:
-            save_model(out_dir, run.model, _metadata(run, precision, {"processes": world.size, **(metadata or {})}))
-            write_log(out_dir / "log.csv", run.history, config.schemes)
-            clear_state(state_dir)
-        world.barrier()
+        return finish(run, out_dir, name, precision, {"processes": world.size, **(metadata or {})})
+
+
+def validation_masks(run: TrainingRun) -> dict[str, dict[str, list[Mask]]]:
+    """The run's validation masks per session id, drawn once (mtm.validation.fixed_masks)."""
+    config = run.config
+    return {
+        data.eid: fixed_masks(
+            data, "val", config.schemes, seed=config.seed, batch_size=config.batch_size,
+            token_units=run.model.token_units,
+        )  # fmt: skip
+        for data in run.sessions
+    }
+
+
+def finish(run: TrainingRun, out_dir: Path, name: str, precision: str, metadata: dict[str, Any]) -> TrainResult:
+    """The end of a run: the selected epoch's weights and the log are written to `out_dir` (by
+    the main process), and the state is no longer needed."""
+    if run.best_weights is None:
+        raise RuntimeError(f"{name}: the validation {run.config.selection} was never finite: {run.history}")
+    run.load_weights(run.best_weights)
+    run.model.eval()
+    if run.world.is_main:
+        save_model(out_dir, run.model, _metadata(run, precision, metadata))
+        write_log(out_dir / "log.csv", run.history, run.config.schemes)
+        clear_state(out_dir / STATE_DIR)
+    run.world.barrier()
     selected = run.history[run.best_epoch - 1]["val_loss"]
     return TrainResult(model=run.model, best_epoch=run.best_epoch, best_val_loss=selected, history=run.history)
 

@@ -51,6 +51,7 @@ LR_SCHEDULES = ("one-cycle", "plateau")
 SELECTIONS = ("val-loss", "psth-r2")
 SESSION_SAMPLING = ("proportional", "balanced")
 TRAINABLE = ("all", "session")
+STACKING = ("scheme", "none")  # training.stack: a job per (backbone, session, seed), or per model
 FORWARD_ATTENTION = ("causal", "as-trained")
 DECODING_ATTENTION = ("bidirectional", "as-prompted")
 DECODER_PROTOCOLS = ("ours", "authors")

@@ -218,7 +218,11 @@ class NDT1(Backbone):
         x = self._with_context(x, session, prompt)  # (B, L, hidden)
 
         L = c.n_context + T
-        allowed = self.causal_allowed[:L, :L] if causal else None
+        if isinstance(causal, torch.Tensor):
+            # a model of a stack (mtm.stack), whose flag is data: attention restricted or not by a mask
+            allowed = self.causal_allowed[:L, :L] | ~causal
+        else:
+            allowed = self.causal_allowed[:L, :L] if causal else None
         rotary = (self.rope_cos[:L], self.rope_sin[:L]) if c.position == "rope" else None
         for block in self.blocks:
             x = block(x, allowed=allowed, rotary=rotary)

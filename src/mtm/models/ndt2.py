@@ -232,7 +232,11 @@ class NDT2(Backbone):
         x = self.embed(tokens) + self.space[:K] + self.time[:T, None]  # (B, T, K, hidden)
         x = self._with_context(x.reshape(B, T * K, c.hidden), session, prompt)  # (B, L, hidden)
 
-        allowed = causal_allowed(T, K, c.n_context, x.device) if causal else None
+        if isinstance(causal, torch.Tensor):
+            # a model of a stack (mtm.stack), whose flag is data: attention restricted or not by a mask
+            allowed = causal_allowed(T, K, c.n_context, x.device) | ~causal
+        else:
+            allowed = causal_allowed(T, K, c.n_context, x.device) if causal else None
         for block in self.blocks:
             x = block(x, allowed=allowed, rotary=None)
         return session, x[:, c.n_context :]
