@@ -15,7 +15,7 @@ FLOORS = {
     "mtm.binning": 0, "mtm.splits": 0, "mtm.runtime": 0, "mtm.code_hash": 0, "mtm.schedules": 0,
     "mtm.distributed": 0, "mtm.device": 0, "mtm.results_table": 0,
     # 1: the config and the data (IBL, the demo, the binned format, tensors of a session)
-    "mtm.config": 1, "mtm.ibl": 1, "mtm.demo": 1, "mtm.session": 1, "mtm.data": 1,
+    "mtm.config": 1, "mtm.cost": 1, "mtm.ibl": 1, "mtm.demo": 1, "mtm.session": 1, "mtm.data": 1,
     # 2: models, masks and how they are scored on held-out data
     "mtm.models": 2, "mtm.masking": 2, "mtm.heldout": 2, "mtm.decoding": 2, "mtm.checkpoint": 2,
     # 3: the stages: training, validation, evaluation, heads, the GLM, the authors' models

@@ -14,11 +14,19 @@ accuracy and R2 per task.
 
 converts an NDT1 state_dict of the MtM authors' code (mtm.authors) into our checkpoint, which
 `mtm finetune` and the workflow's evaluation read like any other.
+
+    mtm cost --configfile config/paper.yaml --gpu h100
+
+prints what the workflow would run with that config, before it is submitted: the jobs per rule
+(Snakemake's dry run, in the workflow's directory), GPU-hours and peak memory per job on a device
+class of mtm/data/throughput.csv, the totals, the assumptions, and which figures were measured
+(mtm.cost). The same estimates size the jobs whose config says `runtime: auto`, `mem_mb: auto`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -27,8 +35,10 @@ from pathlib import Path
 import pandas as pd
 
 from mtm.authors import AuthorsWeightsError, import_authors_ndt1, read_state_dict, save_imported
+from mtm import cost
 from mtm.checkpoint import read_config
 from mtm.evaluate import evaluate_checkpoint
+from mtm.config.checks import ConfigError
 from mtm.config.evaluation import EvalConfig
 from mtm.io import CorruptFileError
 from mtm.runtime import keep_freed_memory
@@ -92,6 +102,21 @@ def import_authors(args: argparse.Namespace) -> str:
     return f"{args.weights} -> {args.out}: NDT1, {model.config.n_layers} layers of {model.config.hidden}, sessions {sessions}"
 
 
+def cost_report(args: argparse.Namespace) -> str:
+    if not args.configfile.is_file():
+        raise SystemExit(f"mtm cost: --configfile {args.configfile}: no such file")
+    if not (args.directory / "Snakefile").is_file():
+        raise SystemExit(f"mtm cost: {args.directory.resolve()} has no Snakefile; run it in the workflow's directory or give --directory")
+    configfile = args.configfile.resolve()
+    try:
+        with contextlib.chdir(args.directory):  # the workflow's paths are relative to its directory
+            config = cost.merged_config(configfile)
+            gpu = cost.check_device(args.gpu or config["cost"]["gpu"])
+            return cost.report(configfile, gpu, target=args.target, every_job=not args.remaining, label=str(args.configfile))
+    except (cost.CostError, ConfigError) as error:
+        raise SystemExit(f"mtm cost: {error}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mtm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -113,7 +138,16 @@ def main(argv: list[str] | None = None) -> None:
     imports.add_argument("--target-eids", type=Path, help="their target eid list: a session's row of their session embedding")
     imports.add_argument("--authors-causal-context", action="store_true",
                          help="their causal attention, in which the context tokens see every bin (to reproduce their outputs)")  # fmt: skip
+    costs = commands.add_parser("cost", help="jobs, GPU-hours and memory of a workflow run, before it is submitted")
+    costs.add_argument("--configfile", type=Path, default=Path("config.yaml"), help="as snakemake's (default: config.yaml)")
+    costs.add_argument("--gpu", help=f"the device class of the GPU jobs: {', '.join(cost.device_classes())} (default: the config's cost.gpu)")
+    costs.add_argument("--target", default=cost.DEFAULT_TARGET, help="the workflow's target (default: %(default)s)")
+    costs.add_argument("--remaining", action="store_true", help="only the jobs a run would start now (default: every job)")
+    costs.add_argument("--directory", type=Path, default=Path("."), help="the workflow's directory, with its Snakefile")
     args = parser.parse_args(argv)
+    if args.command == "cost":
+        print(cost_report(args), file=sys.stdout)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "import-authors":
         print(import_authors(args), file=sys.stdout)

@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 sys.path.append(str(Path(workflow.basedir) / "src"))  # mtm from src/ when not installed
+from mtm import cost
 from mtm.code_hash import code_hash
 from mtm.config import stages
 from mtm.config.checks import read_eids
@@ -44,6 +45,23 @@ def per_attempt(mem_mb):
     """`mem_mb` for the first attempt, twice that for the first retry, and so on: a job killed
     for memory is retried with more (retries: in the profiles, or --retries)."""
     return lambda wildcards, attempt: mem_mb * attempt
+
+
+def section_resource(section, key):
+    """The `runtime` or `mem_mb` of a job whose config section is `section` (training,
+    evaluation, supervised): the section's number (mem_mb per_attempt), or with `auto` the job's
+    estimate (mtm.cost.job_resources: its rule, binned inputs and wildcards, on the GPU class
+    cost.gpu, times cost.safety and the attempt; `mtm cost` prints the same numbers)."""
+    value = config[section][key]
+    if value != "auto":
+        return per_attempt(value) if key == "mem_mb" else value
+    return lambda wildcards, input, attempt, rulename: cost.job_resources(
+        rulename,
+        config,
+        binned=[f for f in input if f.endswith("binned.parquet")],
+        wildcards=dict(wildcards.items()),
+        attempt=attempt,
+    )[key]
 
 
 def heldout_eids():

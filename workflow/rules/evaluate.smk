@@ -30,8 +30,8 @@ rule evaluate:
         CONDA_ENV
     threads: config["evaluation"]["threads"]
     resources:
-        mem_mb=per_attempt(config["evaluation"]["mem_mb"]),
-        runtime=config["evaluation"]["runtime"],
+        mem_mb=section_resource("evaluation", "mem_mb"),
+        runtime=section_resource("evaluation", "runtime"),
         gpu=config["evaluation"]["gpus"],
     params:
         evaluation=lambda wildcards: stages.as_params(
@@ -95,8 +95,8 @@ rule glm_baseline:
         CONDA_ENV
     threads: config["evaluation"]["threads"]
     resources:
-        mem_mb=per_attempt(config["evaluation"]["mem_mb"]),
-        runtime=config["evaluation"]["runtime"],
+        mem_mb=section_resource("evaluation", "mem_mb"),
+        runtime=section_resource("evaluation", "runtime"),
     params:
         evaluation=stages.as_params(stages.glm_scoring(config)),
         glm=stages.as_params(stages.glm_config(config)),

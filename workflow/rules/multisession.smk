@@ -28,8 +28,8 @@ rule pretrain:
         CONDA_ENV
     threads: config["training"]["threads"]
     resources:
-        mem_mb=per_attempt(config["training"]["mem_mb"]),
-        runtime=config["training"]["runtime"],
+        mem_mb=section_resource("training", "mem_mb"),
+        runtime=section_resource("training", "runtime"),
         gpu=config["training"]["gpus"],
     params:
         training=training_params("pretrain"),
@@ -55,8 +55,8 @@ rule finetune:
         CONDA_ENV
     threads: config["training"]["threads"]
     resources:
-        mem_mb=per_attempt(config["training"]["mem_mb"]),
-        runtime=config["training"]["runtime"],
+        mem_mb=section_resource("training", "mem_mb"),
+        runtime=section_resource("training", "runtime"),
         gpu=config["training"]["gpus"],
     params:
         training=training_params("finetune"),

@@ -28,8 +28,8 @@ rule supervised_head:
         CONDA_ENV
     threads: config["supervised"]["threads"]
     resources:
-        mem_mb=per_attempt(config["supervised"]["mem_mb"]),
-        runtime=config["supervised"]["runtime"],
+        mem_mb=section_resource("supervised", "mem_mb"),
+        runtime=section_resource("supervised", "runtime"),
         gpu=config["supervised"]["gpus"],
     params:
         head=lambda wildcards: stages.as_params(
