@@ -184,6 +184,44 @@ def trained_models(pattern, section, **wildcards):
     ]
 
 
+SINGLE = "results/models/{backbone}/{scheme}/single/{eid}/seed-{seed}"
+SINGLE_FILES = ("model.safetensors", "config.json", "log.csv")
+
+
+def stacked_models(backbone):
+    """The files a stack job of `backbone` writes: every scheme's model of {eid} and {seed}."""
+    return [
+        f"results/models/{backbone}/{scheme}/single/{{eid}}/seed-{{seed}}/{name}"
+        for scheme in config["training"]["schemes"][backbone]
+        for name in SINGLE_FILES
+    ]
+
+
+def stack_folders(backbone):
+    return lambda wildcards: [
+        SINGLE.format(
+            backbone=backbone, scheme=scheme, eid=wildcards.eid, seed=wildcards.seed
+        )
+        for scheme in config["training"]["schemes"][backbone]
+    ]
+
+
+def stack_params(backbone):
+    """The TrainConfigs of a stack job of `backbone`, one per scheme, as params."""
+    return lambda wildcards: [
+        stages.as_params(
+            stages.train_config(
+                config,
+                stage="single",
+                backbone=backbone,
+                scheme=scheme,
+                seed=wildcards.seed,
+            )
+        )
+        for scheme in config["training"]["schemes"][backbone]
+    ]
+
+
 def training_params(stage):
     """The TrainConfig of a job of `stage` (single, pretrain, finetune), as params."""
     return lambda wildcards: stages.as_params(

@@ -3,43 +3,6 @@
 # is empty). With training.stack: scheme, a backbone's models of one (session, seed) train in one
 # job (rule train_stack_<backbone>, mtm.stack), into the same folders.
 
-SINGLE = "results/models/{backbone}/{scheme}/single/{eid}/seed-{seed}"
-SINGLE_FILES = ("model.safetensors", "config.json", "log.csv")
-
-
-def stacked_models(backbone):
-    """The files a stack job of `backbone` writes: every scheme's model of {eid} and {seed}."""
-    return [
-        f"results/models/{backbone}/{scheme}/single/{{eid}}/seed-{{seed}}/{name}"
-        for scheme in config["training"]["schemes"][backbone]
-        for name in SINGLE_FILES
-    ]
-
-
-def stack_folders(backbone):
-    return lambda wildcards: [
-        SINGLE.format(
-            backbone=backbone, scheme=scheme, eid=wildcards.eid, seed=wildcards.seed
-        )
-        for scheme in config["training"]["schemes"][backbone]
-    ]
-
-
-def stack_params(backbone):
-    """The TrainConfigs of a stack job of `backbone`, one per scheme, as params."""
-    return lambda wildcards: [
-        stages.as_params(
-            stages.train_config(
-                config,
-                stage="single",
-                backbone=backbone,
-                scheme=scheme,
-                seed=wildcards.seed,
-            )
-        )
-        for scheme in config["training"]["schemes"][backbone]
-    ]
-
 
 wildcard_constraints:
     scheme=vocabulary.wildcard(vocabulary.TRAIN_SCHEMES),
@@ -62,8 +25,8 @@ if config["training"]["stack"] == "none":
             CONDA_ENV
         threads: config["training"]["threads"]
         resources:
-            mem_mb=per_attempt(config["training"]["mem_mb"]),
-            runtime=config["training"]["runtime"],
+            mem_mb=section_resource("training", "mem_mb"),
+            runtime=section_resource("training", "runtime"),
             gpu=config["training"]["gpus"],
         params:
             training=training_params("single"),
@@ -89,8 +52,8 @@ else:
                 CONDA_ENV
             threads: config["training"]["threads"]
             resources:
-                mem_mb=per_attempt(config["training"]["mem_mb"]),
-                runtime=config["training"]["runtime"],
+                mem_mb=section_resource("training", "mem_mb"),
+                runtime=section_resource("training", "runtime"),
                 gpu=min(config["training"]["gpus"], 1),
             params:
                 training=stack_params(stacked_backbone),
