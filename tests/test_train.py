@@ -340,3 +340,21 @@ def test_the_summed_loss_trains_differently(data, tmp_path):
         runs[name] = weights(tmp_path / name / "model.safetensors")
         assert read_config(tmp_path / name)["metadata"]["training"]["loss"] == loss
     assert not all(torch.equal(runs["mean"][k], runs["sum"][k]) for k in runs["mean"])
+
+
+def test_the_state_is_saved_when_its_cost_stays_a_small_share_of_the_run(tmp_path, monkeypatch):
+    """A save that took 1 s is not repeated within 19 s (SAVE_SHARE 5%); after that it is."""
+    import mtm.resumable as resumable
+
+    clock = [100.0]
+    monkeypatch.setattr(resumable.time, "perf_counter", lambda: clock[0])
+    saved = []
+    monkeypatch.setattr(resumable, "save_state", lambda state_dir, state: saved.append(clock[0]))
+    run = resumable.ResumableRun(torch.device("cpu"))
+    monkeypatch.setattr(run, "state", lambda: {})
+    assert run.save_if_due(tmp_path) and saved == [100.0]
+    run.last_save = (101.0, 1.0)  # a save that took a second, ending at 101 s
+    clock[0] = 101.0 + 18.9
+    assert not run.save_if_due(tmp_path)
+    clock[0] = 101.0 + 19.1
+    assert run.save_if_due(tmp_path) and saved == [100.0, 120.1]

@@ -16,7 +16,8 @@ A job's estimate (`estimate_job`):
 
     training        start-up + epochs x (train samples / training rate
                                          + validation samples / forward rate
-                                         + writing the run's state, as mtm.train does each epoch)
+                                         + writing the run's state, after an epoch when due:
+                                           at most STATE_SAVE_SHARE of the run's time, as mtm.resumable)
                     train samples of an epoch: the train trials of its sessions (train_stack: of
                     each of its models); epochs: the cap (`epochs`; with `patience` runs stop
                     earlier, so this is an upper bound)
@@ -54,6 +55,7 @@ import yaml
 
 from mtm.config import stages
 from mtm.config.checks import read_eids
+from mtm.config.training import STATE_SAVE_SHARE
 from mtm.config.validate import validate_config
 from mtm.vocabulary import MTM_SCHEMES
 
@@ -80,7 +82,7 @@ SPIKE_SHARE = {"one": 0.42, "demo": 1.0}
 # mtm.models at 676 units (paper size) and 256 units (demo size, config.yaml's sessions).
 PARAMS_M = {("ndt1", "paper"): 12.52, ("ndt2", "paper"): 10.80, ("ndt1", "demo"): 0.28, ("ndt2", "demo"): 0.31}
 SESSION_PARAMS_M = {("ndt1", "paper"): 1.26, ("ndt2", "paper"): 0.001, ("ndt1", "demo"): 0.10, ("ndt2", "demo"): 0.001}
-# A run's state, written after every epoch (mtm.resumable): weights, the selected epoch's
+# A run's state, written after an epoch when due (mtm.resumable): weights, the selected epoch's
 # weights and AdamW's two moments, fp32: 16 bytes a parameter. Written at WRITE_MB_PER_S
 # (estimate: a cluster's shared filesystem).
 STATE_BYTES_PER_PARAM = 16
@@ -559,7 +561,8 @@ def _training(rule, config, data, wildcards, device, gpus, threads, schemes, tab
         "start-up": (startup, startup_measured),
         "train": (epochs * train_s, train_measured),
         "validation": (epochs * val_s, forward.is_measured),
-        "state": (epochs * state_s, False),  # WRITE_MB_PER_S is assumed
+        # after every epoch, unless that is more than STATE_SAVE_SHARE of the run (mtm.resumable); WRITE_MB_PER_S is assumed
+        "state": (epochs * min(state_s, STATE_SAVE_SHARE / (1 - STATE_SAVE_SHARE) * (train_s + val_s)), False),
     }
     return _estimate(rule, device, gpus, parts, startup, device_mem, host, len(schemes), lookup, notes)
 
@@ -943,8 +946,9 @@ def _assumptions(config, gpu, estimates: Sequence[JobEstimate]) -> list[str]:
         f"train trials, batch {training['batch_size']}; "
         + ("no early stopping (patience: null): every epoch runs" if training["patience"] is None
            else f"patience {training['patience']}: epochs is a cap, so these are upper bounds"),
-        "each epoch adds validation (val trials x the model's schemes, forward only) and writing the run's state "
-        f"(mtm.resumable: {STATE_BYTES_PER_PARAM} bytes a parameter, at an assumed {WRITE_MB_PER_S:.0f} MB/s)",
+        "each epoch adds validation (val trials x the model's schemes, forward only) and writing the run's state when due "
+        f"(mtm.resumable: {STATE_BYTES_PER_PARAM} bytes a parameter, at an assumed {WRITE_MB_PER_S:.0f} MB/s, "
+        f"at most {100 * STATE_SAVE_SHARE:.0f}% of the run)",
         "evaluation: every hold-out task's forward passes over the test trials, with every scored unit "
         f"(evaluation.max_units: {config['evaluation']['max_units'] or 'every unit'}), "
         f"plus {EVAL_FIXED_S[config['training']['model']]:.0f} s for the decoders (an estimate)",
@@ -955,6 +959,6 @@ def _assumptions(config, gpu, estimates: Sequence[JobEstimate]) -> list[str]:
     ]  # fmt: skip
     share = sum(e.breakdown.get("state", 0) for e in state) / max(sum(e.seconds for e in state), 1e-9)
     if share >= 0.01:
-        out.append(f"writing the state every epoch is {100 * share:.0f}% of the training jobs' time in this estimate")
+        out.append(f"writing the state is {100 * share:.0f}% of the training jobs' time in this estimate")
     notes = sorted({note for e in estimates for note in (*e.lookup.notes, *e.notes)})
     return out + notes

@@ -14,16 +14,21 @@ device, and every generator in `generators` (data order, masks). A subclass says
 and a job runs
 
     run.resume(state_dir, name)   # a matching state is restored; another run's is cleared
-    each epoch: ...; run.select(score); run.save(state_dir)
+    each epoch: ...; run.select(score); run.save_if_due(state_dir)
     clear_state(state_dir)        # once the outputs are written
 
 On the CPU a run killed at any point and restarted ends bit-identical to an uninterrupted one.
+The state is saved after an epoch unless that would spend more than STATE_SAVE_SHARE of the run's time
+writing it: a demo model saves after every epoch; a paper-size model on a GPU, whose 200 MB state
+(weights, best weights, AdamW's two moments) takes longer to write than an epoch takes to train,
+every few epochs. A killed run then resumes from an earlier epoch, and still ends the same.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,7 @@ import pandas as pd
 import torch
 
 from mtm.checkpoint import clear_state, load_state, save_skipped, save_state
+from mtm.config.training import STATE_SAVE_SHARE
 from mtm.io import write_text
 
 log = logging.getLogger(__name__)
@@ -51,6 +57,7 @@ class ResumableRun:
         self.best_score = -math.inf
         self.best_epoch: int | None = None
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self.last_save: tuple[float, float] | None = None  # (when the last save ended, its seconds)
 
     def identity(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -103,7 +110,19 @@ class ResumableRun:
         self.restore_extra(state)
 
     def save(self, state_dir: Path) -> None:
+        started = time.perf_counter()
         save_state(state_dir, self.state())
+        self.last_save = (time.perf_counter(), time.perf_counter() - started)
+
+    def save_if_due(self, state_dir: Path) -> bool:
+        """Save the state (after an epoch) unless the time since the last save is too short for
+        that save's cost to stay under STATE_SAVE_SHARE of it; returns whether it saved."""
+        if self.last_save is not None:
+            ended, seconds = self.last_save
+            if time.perf_counter() - ended < seconds * (1 - STATE_SAVE_SHARE) / STATE_SAVE_SHARE:
+                return False
+        self.save(state_dir)
+        return True
 
     def resume(self, state_dir: Path, name: str) -> None:
         """Restore the state in `state_dir` when it is this run's (same identity); a state of

@@ -120,7 +120,10 @@ def _train_group(
                     val = validate(run.model, [data], val_masks[k], batch_size=config.batch_size,
                                    use_prompt=run.config.use_prompt, precision=precision)  # fmt: skip
                     end_epoch(run, train_loss, val, data.eid, seconds=seconds + time.perf_counter() - started)
-                    run.save(out_dirs[k] / STATE_DIR)
+                # the runs save together, so that a killed stack resumes as one
+                if runs[active[0]].save_if_due(out_dirs[active[0]] / STATE_DIR):
+                    for k in active[1:]:
+                        runs[k].save(out_dirs[k] / STATE_DIR)
         finally:
             bar.close()
         meta = {"processes": 1, "stacked_with": [c.scheme for c in configs], **(metadata or {})}

@@ -126,7 +126,7 @@ def train(
                 # the log row, selection and convergence; then the state a restart resumes from
                 end_epoch(run, train_loss, val, name, seconds=time.perf_counter() - started)
                 if world.is_main:
-                    run.save(state_dir)
+                    run.save_if_due(state_dir)
                 bar.set_postfix_str(f"epoch {run.epoch} val {run.history[-1]['val_loss']:.4f}")
         finally:
             bar.close()
