@@ -116,3 +116,18 @@ def test_heldout_prediction_on_the_gpu(backbone):
         )
         np.testing.assert_allclose(gpu.log_rates, cpu.log_rates, atol=2e-4, equal_nan=True)
         assert np.nanmax(np.abs(bf16.log_rates - cpu.log_rates)) < 0.1
+
+
+@pytest.mark.parametrize("backbone", BACKBONE_NAMES)
+def test_a_stack_on_the_gpu_trains_each_model_as_alone(backbone, tmp_path):
+    """mtm.stack on CUDA, fp32: each stacked model's validation losses follow its run alone
+    (the dropout of a stack comes from CUDA's RNG, drawn once per batch, as each run alone)."""
+    from mtm.stack import train_stack
+
+    data = synthetic_session("s", n_units=96, seed=3)
+    schemes = ("temporal", "neuron", "causal")
+    configs = [TrainConfig(scheme=s, backbone=backbone, epochs=2, lr=1e-3, device="cuda", precision="fp32") for s in schemes]
+    stacked = train_stack(data, configs, [tmp_path / "stacked" / s for s in schemes])
+    for config, result in zip(configs, stacked):
+        alone = train(data, config, tmp_path / "alone" / config.scheme)
+        np.testing.assert_allclose([r["val_loss"] for r in result.history], [r["val_loss"] for r in alone.history], rtol=1e-3)
