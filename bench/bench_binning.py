@@ -1,10 +1,25 @@
-"""Benchmark `mtm.binning.bin_spikes` on a synthetic session the size of an IBL probe.
+"""Benchmark `mtm.binning.bin_spikes` against a plain per-trial loop, timed in the same process.
 
-Default session: 700 units, 20 M spikes (sorted float64 times, uniform over 3000 s; int64
-unit ids with log-normal rates), 800 trials 2.5-4.7 s apart, window -0.5..1.5 s in 20 ms bins.
-The MtM authors' per-trial loop takes about 19.3 s and 825 MB peak RSS on it (2-core machine).
+    ours      mtm.binning.bin_spikes on every trial: one searchsorted of all bin edges in the
+              sorted spike times, then one bincount per chunk of trials
+    per-trial the straightforward loop of the authors' loader (written here, `per_trial_counts`):
+              for each trial, a mask of the spikes in its window over the whole spike array,
+              then each of those spikes' bin (searchsorted in the trial's edges) and unit, counted
+              by np.bincount; exact to the same edges, so its counts must equal ours
 
-    python bench/bench_binning.py            # full size
+Session (default; the size of an IBL probe): 700 units, 20 M spikes (sorted float64 times,
+uniform over 3000 s; int64 unit ids with log-normal rates), 800 trials 2.5-4.7 s apart,
+windows -0.5..1.5 s in 20 ms bins.
+
+Rounds, alternating which runs first: ours bins the whole session; the per-trial loop bins
+--baseline-trials of the trials (different ones each round, spread over the session) and its
+time is scaled per trial to the whole session. That is fair to it: each trial scans every
+spike, so its cost per trial does not depend on which trial it is. Printed: every round, then
+the median, min-max and interquartile range over rounds of ours, of the loop (scaled), and of
+the per-round speed-up; memory; and whether the loop's counts equal ours on every trial it
+binned. Nothing is compared with a figure measured in another run or on another machine.
+
+    python bench/bench_binning.py            # full size, about half a minute on 2 cores
     python bench/bench_binning.py --quick    # a small session, seconds
 """
 
@@ -12,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import sys
 import time
 import tracemalloc
@@ -20,10 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from mtm.binning import bin_spikes, n_bins  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rounds import order, summary  # noqa: E402
 
-AUTHORS_SECONDS = 19.3  # their per-trial loop on the full-size session
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from mtm.binning import bin_edges, bin_spikes  # noqa: E402
+
+WINDOW, BIN_SIZE = (-0.5, 1.5), 0.02
 
 
 def make_session(n_units: int, n_spikes: int, n_trials: int, duration: float, seed: int):
@@ -46,20 +63,20 @@ def make_session(n_units: int, n_spikes: int, n_trials: int, duration: float, se
         # inverse-CDF draw; clip guards against cdf[-1] rounding just below 1
         units[i : i + n] = np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), n_units - 1)
     onsets = 5.0 + np.cumsum(rng.uniform(2.5, 4.7, size=n_trials))
-    if onsets[-1] + 1.5 > duration:
+    if onsets[-1] + WINDOW[1] > duration:
         raise SystemExit(f"{n_trials} trials do not fit in {duration} s")
     return times, units, onsets
 
 
-def reference_counts(times, units, n_units, align_times, window, bin_size):
-    """Per-trial np.histogram2d, the straightforward way; (n_trials, n_bins, n_units) int64."""
-    nb = n_bins(window, bin_size)
+def per_trial_counts(times, units, n_units, align_times) -> np.ndarray:
+    """The per-trial loop: (n_trials, n_bins, n_units) int64 counts, a full scan of the spikes per trial."""
+    edges = bin_edges(align_times, window=WINDOW, bin_size=BIN_SIZE)
+    nb = edges.shape[1] - 1
     out = np.zeros((len(align_times), nb, n_units), dtype=np.int64)
-    for j, a in enumerate(align_times):
-        edges = (a + window[0]) + np.arange(nb + 1) * bin_size
-        lo, hi = np.searchsorted(times, [edges[0], edges[-1]])  # half-open window
-        h, _, _ = np.histogram2d(times[lo:hi], units[lo:hi], bins=(edges, np.arange(n_units + 1)))
-        out[j] = h
+    for j, trial_edges in enumerate(edges):
+        inside = np.flatnonzero((times >= trial_edges[0]) & (times < trial_edges[-1]))
+        bins = np.searchsorted(trial_edges, times[inside], side="right") - 1
+        out[j] = np.bincount(bins * n_units + units[inside], minlength=nb * n_units).reshape(nb, n_units)
     return out
 
 
@@ -74,54 +91,71 @@ def main() -> None:
     ap.add_argument("--spikes", type=int, default=20_000_000)
     ap.add_argument("--trials", type=int, default=800)
     ap.add_argument("--duration", type=float, default=3000.0, help="recording length, s")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--check-trials", type=int, default=20, help="trials verified against the reference (0: skip)")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--baseline-trials", type=int, default=40, help="trials the per-trial loop bins per round")
     ap.add_argument("--chunk-trials", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="100 units, 1 M spikes, 100 trials, 400 s")
     args = ap.parse_args()
     if args.quick:
         args.units, args.spikes, args.trials, args.duration = 100, 1_000_000, 100, 400.0
-    window, bin_size = (-0.5, 1.5), 0.02
+    subset = min(args.baseline_trials, args.trials)
 
     times, units, onsets = make_session(args.units, args.spikes, args.trials, args.duration, args.seed)
     input_mb = (times.nbytes + units.nbytes) / 1e6
     rss_inputs = peak_rss_mb()
     print(f"session: {args.units} units, {args.spikes:,} spikes over {args.duration:g} s, {args.trials} trials; "
-          f"times+units {input_mb:.0f} MB; peak RSS after generating {rss_inputs:.0f} MB")
+          f"times+units {input_mb:.0f} MB; peak RSS after generating {rss_inputs:.0f} MB")  # fmt: skip
+    print(f"ours: bin_spikes on all {args.trials} trials; per-trial loop: {subset} trials per round "
+          f"(different ones each round), its seconds scaled by {args.trials}/{subset} to the session")  # fmt: skip
 
-    def run():
-        return bin_spikes(times, units, args.units, onsets, window=window, bin_size=bin_size,
-                          chunk_trials=args.chunk_trials)
+    def ours():
+        return bin_spikes(times, units, args.units, onsets, window=WINDOW, bin_size=BIN_SIZE,
+                          chunk_trials=args.chunk_trials)  # fmt: skip
 
-    walls = []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        counts = run()
-        walls.append(time.perf_counter() - t)
-        del counts
+    counts = ours()  # warm-up, and the counts the loop is checked against
+    rows, checked, equal = [], 0, True
+    print(f"{'round':>5}  {'order':<20} {'ours s':>7}  {'loop s/trial':>12}  {'loop s, scaled':>14}  {'speed-up':>8}")
+    stride = args.trials // subset
+    for r in range(args.rounds):
+        # every stride-th trial, from an offset that moves each round: the rounds bin different trials
+        pick = np.arange(subset) * stride + (r * stride) // args.rounds
+        seconds = {}
+        for name in order(["ours", "per-trial"], r):
+            start = time.perf_counter()
+            if name == "ours":
+                result = ours()
+            else:
+                loop = per_trial_counts(times, units, args.units, onsets[pick])
+            seconds[name] = time.perf_counter() - start
+        del result
+        checked, equal = checked + subset, equal and np.array_equal(counts[pick], loop)
+        scaled = seconds["per-trial"] / subset * args.trials
+        rows.append(dict(ours=seconds["ours"], per_trial=seconds["per-trial"] / subset, scaled=scaled,
+                         speedup=scaled / seconds["ours"]))  # fmt: skip
+        row = rows[-1]
+        print(f"{r + 1:5d}  {' then '.join(order(['ours', 'per-trial'], r)):<20} {row['ours']:7.3f}  "
+              f"{1e3 * row['per_trial']:9.1f} ms  {row['scaled']:14.2f}  {row['speedup']:7.1f}x", flush=True)  # fmt: skip
+
+    def over_rounds(key: str, spec: str) -> str:
+        return summary([row[key] for row in rows], spec)
+
+    print(f"median [min-max] (IQR) over {args.rounds} rounds:")
+    print(f"  ours, s:                                  {over_rounds('ours', '.3f')}")
+    print(f"  per-trial loop, s for {args.trials} trials (scaled): {over_rounds('scaled', '.2f')}")
+    print(f"  speed-up (loop scaled / ours), per round:  {over_rounds('speedup', '.1f')}")
+
     tracemalloc.start()
-    counts = run()
+    counts = ours()
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-
-    best, median = min(walls), statistics.median(walls)
-    print(f"bin_spikes: best {best:.3f} s, median {median:.3f} s over {args.repeats} repeats")
-    if (args.units, args.spikes, args.trials, args.duration) == (700, 20_000_000, 800, 3000.0):
-        print(f"speedup vs the authors' {AUTHORS_SECONDS} s: {AUTHORS_SECONDS / best:.1f}x (best), "
-              f"{AUTHORS_SECONDS / median:.1f}x (median); goal >= 20x")
     print(f"output: shape {counts.shape}, dtype {counts.dtype}, {counts.nbytes / 1e6:.0f} MB, "
-          f"{int(counts.sum(dtype=np.int64)):,} spikes counted, max {counts.max()}")
-    print(f"memory: tracemalloc peak of one call {traced_peak / 1e6:.0f} MB (output included); "
-          f"process peak RSS {peak_rss_mb():.0f} MB (budget 2 x inputs = {2 * input_mb:.0f} MB)")
-
-    if args.check_trials:
-        pick = np.linspace(0, args.trials - 1, min(args.check_trials, args.trials)).astype(int)
-        ref = reference_counts(times, units, args.units, onsets[pick], window, bin_size)
-        ok = np.array_equal(counts[pick], ref)
-        print(f"reference check on {pick.size} trials (np.histogram2d per trial): {'equal' if ok else 'DIFFERENT'}")
-        if not ok:
-            raise SystemExit(1)
+          f"{int(counts.sum(dtype=np.int64)):,} spikes counted, max {counts.max()}")  # fmt: skip
+    print(f"memory: tracemalloc peak of one call of ours {traced_peak / 1e6:.0f} MB (output included); "
+          f"process peak RSS {peak_rss_mb():.0f} MB (inputs {input_mb:.0f} MB)")  # fmt: skip
+    print(f"check: the per-trial loop's counts {'equal' if equal else 'DIFFER FROM'} ours on the {checked} trials it binned")
+    if not equal:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Benchmark co-smoothing evaluation of one paper-size session: speed, memory and exactness.
+"""Benchmark co-smoothing evaluation of one paper-size session: speed, memory and exactness,
+against the authors' procedure timed in the same run, in interleaved rounds.
 
 Session: 668 units drawn from the units of one real repeated-site insertion (the bundled IBL
 cluster table, `mtm/data/re_clusters.pqt`: all units, as MtM uses, many of them near silent)
@@ -9,8 +10,8 @@ from the measured seconds per sample. Model: NDT1 at paper size with prompt toke
 random weights with the readout bias at each unit's log mean count (the values mean nothing;
 only times and agreement count), the `neuron` prompt.
 
-Variants, each in its own process (so each peak RSS is its own), on the same seeded subset of
-`--units` held-out units, per-unit bits/spike compared with the one-at-a-time reference:
+Variants, on the same seeded subset of `--units` held-out units, per-unit bits/spike compared
+with the one-at-a-time reference:
 
     authors     the authors' procedure: 8 held-out units per pass, each in its own copy of all
                 test trials (1280 samples), every unit read out; fp32. Their own code adds int64
@@ -18,23 +19,28 @@ Variants, each in its own process (so each peak RSS is its own), on the same see
     sequential  one unit at a time: one pass of all test trials per unit; fp32 (the reference)
     batched     mtm.heldout.predict_holdouts: passes of --batch-size samples, and the unmasked
                 pass of a trial reused for every unit silent in it; fp32
-    bf16        batched under bf16 autocast
+    bf16        batched under bf16 autocast; by default only where bf16 runs in hardware (a CPU
+                with AVX512-BF16 or AMX: mtm.device.cpu_has_fast_bf16), elsewhere it is
+                emulated and far slower
 
-Each variant counts the samples (trial copies) it runs. A full session is extrapolated from
-the subset's seconds per sample: the authors' procedure and one unit at a time run 668 x 160
-samples; ours runs one unmasked pass per trial plus one sample per (unit, trial) with a spike,
-counted on the whole session. The recorded anchor: the authors' co-smoothing ran about 28
-forward samples/s on a machine of this kind, about an hour for this session, at 7.7 GB.
+Rounds: the held-out units are cut into chunks of 8 (one pass of the authors' procedure); in
+round r every variant predicts chunk r, each in a process of its own (so that each peak RSS is
+its own), in an order that reverses every round. Each variant counts the samples (trial copies)
+it runs. A full session is projected from a round's seconds per sample: the authors' procedure
+and one unit at a time run 668 x 160 samples; ours runs one unmasked pass per trial plus one
+sample per (unit, trial) with a spike, counted on the whole session. Per round: each variant's
+projected minutes and its speed-up over the authors' procedure in the same round, printed as
+the median, min-max and interquartile range over rounds. Nothing is compared with a figure
+measured in another run or on another machine.
 
-    python bench/bench_cosmooth.py                 # about 5 minutes on 2 cores
-    python bench/bench_cosmooth.py --units 64
+    python bench/bench_cosmooth.py                 # 3 rounds, about 5 minutes on 2 idle cores
+    python bench/bench_cosmooth.py --units 8       # 1 round
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -43,6 +49,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rounds import order, peak_rss_mb, precisions, summary  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -84,17 +93,17 @@ def spiking_fractions() -> dict[str, float]:
     return {pid: spiking_fraction(session_counts(rates)) for pid, rates in insertion_rates().items()}
 
 
-def typical_session(fractions: dict[str, float]) -> np.ndarray:
-    """The counts of the insertion whose spiking fraction is the median of `fractions`."""
-    median = sorted(fractions, key=fractions.get)[len(fractions) // 2]
-    return session_counts(insertion_rates()[median])
-
-
 def paper_model(counts: np.ndarray) -> NDT1:
     torch.manual_seed(0)
     model = NDT1(NDT1Config.paper({"bench": N_UNITS}, use_prompt=True))
     model.init_readout_bias(torch.from_numpy(counts.mean(axis=(0, 1))).float())
     return model.eval()
+
+
+def timed_units(n_units: int) -> list[np.ndarray]:
+    """The seeded subset of `n_units` held-out units, in chunks of one authors' pass (a round each)."""
+    units = np.sort(np.random.default_rng(1).choice(N_UNITS, n_units, replace=False))
+    return np.array_split(units, -(-n_units // AUTHORS_UNITS_PER_PASS))
 
 
 class Counting:
@@ -122,13 +131,13 @@ def authors_procedure(predict: heldout.Predictor, counts: np.ndarray, units: np.
     return out
 
 
-def run_variant(variant: str, n_units: int, batch_size: int, threads: int) -> dict:
+def run_variant(variant: str, insertion: str, units: np.ndarray, batch_size: int, threads: int) -> dict:
+    """(In a process of its own) `variant` on the held-out `units` of the session of `insertion`."""
     torch.set_num_threads(threads)
     if variant != "authors":  # our evaluation jobs set it (workflow/scripts/evaluate_single.py)
         keep_freed_memory()
-    counts = typical_session(spiking_fractions())
+    counts = session_counts(insertion_rates()[insertion])
     model = paper_model(counts)
-    units = np.sort(np.random.default_rng(1).choice(N_UNITS, n_units, replace=False))
     precision = "bf16" if variant == "bf16" else "fp32"
     predict = Counting(model_predictor(model, session="bench", prompt=TASK_PROMPTS["co-smoothing"], precision=precision))
     predict(torch.zeros(2, N_BINS, N_UNITS), False)  # warm-up
@@ -143,65 +152,86 @@ def run_variant(variant: str, n_units: int, batch_size: int, threads: int) -> di
         log_rates = heldout.predict_holdouts(predict, counts, holdouts, batch_size=batch_size)
     seconds = time.perf_counter() - started
     bps = metrics.bits_per_spike_per_unit(np.exp(log_rates[:, :, units].astype(np.float64)), counts[:, :, units])
-    active = (counts.sum(axis=1) > 0)[:, units]
     return {
-        "variant": variant,
         "seconds": seconds,
         "samples": predict.samples,
-        "units": n_units,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "bps": [None if np.isnan(b) else float(b) for b in bps],
-        "active_fraction": float(active.mean()),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--units", type=int, default=32, help="held-out units timed (of 668)")
+    parser.add_argument("--units", type=int, default=24, help="held-out units timed (of 668), 8 per round")
     parser.add_argument("--batch-size", type=int, default=32, help="samples per pass (batched, bf16)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, help="default: all, bf16 where it runs in hardware")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one variant, print JSON
+    parser.add_argument("--insertion", help=argparse.SUPPRESS)
+    parser.add_argument("--chunk", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    chunks = timed_units(args.units)
     if args.variant:
-        print(json.dumps(run_variant(args.variant, args.units, args.batch_size, args.threads)))
+        units = chunks[args.chunk]
+        print(json.dumps(run_variant(args.variant, args.insertion, units, args.batch_size, args.threads)))
         return
+    if args.variants is None:
+        with_bf16 = "bf16" in precisions("auto", torch.device("cpu"))[0]
+        args.variants = [v for v in VARIANTS if v != "bf16" or with_bf16]
 
-    results = {}
-    for variant in args.variants:
-        command = [sys.executable, __file__, "--variant", variant, "--units", str(args.units),
-                   "--batch-size", str(args.batch_size), "--threads", str(args.threads)]  # fmt: skip
-        results[variant] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
     by_insertion = spiking_fractions()
     fractions = sorted(by_insertion.values())
-    counts = typical_session(by_insertion)
+    insertion = sorted(by_insertion, key=by_insertion.get)[len(by_insertion) // 2]  # the median one
+    counts = session_counts(insertion_rates()[insertion])
     spiking_pairs = int((counts.sum(axis=1) > 0).sum())
     full_samples = {"authors": N_UNITS * N_TRIALS, "sequential": N_UNITS * N_TRIALS}
     full_samples["batched"] = full_samples["bf16"] = N_TRIALS + spiking_pairs
-    subset = next(iter(results.values()))["active_fraction"]
+    timed = np.concatenate(chunks)
+    subset = float((counts.sum(axis=1) > 0)[:, timed].mean())
     print(f"session: {N_UNITS} units x {N_TRIALS} test trials x {N_BINS} bins; "
           f"(unit, trial) pairs with a spike: {spiking_pairs / (N_UNITS * N_TRIALS):.1%} "
-          f"({subset:.1%} in the {args.units} timed units); {args.threads} threads")  # fmt: skip
-    reference = np.array(results.get("sequential", {}).get("bps", []), dtype=float)
-    minutes = {v: r["seconds"] / r["samples"] * full_samples[v] / 60 for v, r in results.items()}
-    print(f"{'variant':<11} {'samples/s':>9} {'full session':>13} {'speed-up':>9} {'peak RSS':>9} "
+          f"({subset:.1%} in the {len(timed)} timed units); {args.threads} threads; "
+          f"{len(chunks)} rounds of {AUTHORS_UNITS_PER_PASS} units, every variant in its own process")  # fmt: skip
+
+    results = {variant: [] for variant in args.variants}
+    for r in range(len(chunks)):
+        for variant in order(args.variants, r):
+            command = [sys.executable, __file__, "--variant", variant, "--insertion", insertion, "--chunk", str(r),
+                       "--units", str(args.units), "--batch-size", str(args.batch_size), "--threads", str(args.threads)]  # fmt: skip
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            results[variant].append(json.loads(out.strip().splitlines()[-1]))
+        minutes = {v: rows[r]["seconds"] / rows[r]["samples"] * full_samples[v] / 60 for v, rows in results.items()}
+        print(f"  round {r + 1}: full session " + ", ".join(f"{v} {m:.1f} min" for v, m in minutes.items()), flush=True)
+
+    def minutes(variant: str, r: int) -> float:
+        row = results[variant][r]
+        return row["seconds"] / row["samples"] * full_samples[variant] / 60
+
+    rounds = range(len(chunks))
+    bps = {v: np.array([b for row in rows for b in row["bps"]], dtype=float) for v, rows in results.items()}
+    reference = bps.get("sequential", np.array([]))
+    print(f"median [min-max] over {len(chunks)} rounds; speed-up: over the authors' procedure in the same round")
+    print(f"{'variant':<11} {'samples/s':>22} {'full session, min':>26} {'speed-up':>22} {'peak RSS':>9} "
           f"{'max |d bps|':>12} {'|d mean bps|':>13}")  # fmt: skip
-    for variant, r in results.items():
-        speedup = minutes["authors"] / minutes[variant] if "authors" in minutes else float("nan")
-        bps = np.array(r["bps"], dtype=float)
-        diff = np.nanmax(np.abs(bps - reference)) if len(reference) else float("nan")
-        mean_diff = abs(np.nanmean(bps) - np.nanmean(reference)) if len(reference) else float("nan")
-        print(f"{variant:<11} {r['samples'] / r['seconds']:9.1f} {minutes[variant]:9.1f} min {speedup:8.2f}x "
-              f"{r['peak_rss_mb']:6.0f} MB {diff:12.2e} {mean_diff:13.2e}")  # fmt: skip
+    for variant, rows in results.items():
+        rates = summary([row["samples"] / row["seconds"] for row in rows], ".1f")
+        full = summary([minutes(variant, r) for r in rounds], ".1f")
+        ups = summary([minutes("authors", r) / minutes(variant, r) for r in rounds]) if "authors" in results else "-"
+        diff = np.nanmax(np.abs(bps[variant] - reference)) if len(reference) else float("nan")
+        mean_diff = abs(np.nanmean(bps[variant]) - np.nanmean(reference)) if len(reference) else float("nan")
+        peak = max(row["peak_rss_mb"] for row in rows)
+        print(f"{variant:<11} {rates:>22} {full:>26} {ups:>22} {peak:6.0f} MB {diff:12.2e} {mean_diff:13.2e}")
     if "authors" in results:
         print(f"the {len(fractions)} real insertions: pairs with a spike "
               f"{fractions[0]:.1%} / {fractions[len(fractions) // 2]:.1%} / {fractions[-1]:.1%} (min / median / max)")
         for variant in ("batched", "bf16"):
             if variant in results:
-                per_sample = results[variant]["seconds"] / results[variant]["samples"]
-                ups = [minutes["authors"] * 60 / (per_sample * N_TRIALS * (1 + f * N_UNITS)) for f in fractions]
-                print(f"  {variant} speed-up over the authors' procedure: "
+                per_sample = np.median([row["seconds"] / row["samples"] for row in results[variant]])
+                authors = np.median([minutes("authors", r) for r in rounds]) * 60
+                ups = [authors / (per_sample * N_TRIALS * (1 + f * N_UNITS)) for f in fractions]
+                print(f"  {variant} speed-up over the authors' procedure, projected (medians over rounds): "
                       f"{min(ups):.2f}x / {ups[len(ups) // 2]:.2f}x / {max(ups):.2f}x")  # fmt: skip
+
 
 if __name__ == "__main__":
     main()

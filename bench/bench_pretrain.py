@@ -13,10 +13,12 @@ Synthetic sessions: 96 train + 16 val + 16 test trials x 100 bins, Poisson count
 rates per unit), units spread over 8 regions. A step is the body of `train_epoch` for one
 batch, taken in the order `TrainingRun.epoch_batches` gives: draw the scheme and its mask, index the
 counts, forward with prompt and session, zero_grad, backward, AdamW step, the loss for the log,
-scheduler step. Each run first takes warm-up steps; then the runs take turns (rounds of steps),
-so that drifts in the machine's speed hit both alike. Steps are timed one by one, by phase
-(prep: scheme, mask and counts; forward; backward; update: optimizer, logged loss, schedule),
-and summarised by their median.
+scheduler step. Each run first takes warm-up steps; then the runs take turns (rounds of steps,
+in an order that reverses every round), so that drifts in the machine's speed hit both alike.
+Steps are timed one by one, by phase (prep: scheme, mask and counts; forward; backward; update:
+optimizer, logged loss, schedule), and summarised by their median; multi over single is taken
+per round (the medians of the round's steps) and given as its median, min-max and
+interquartile range over rounds.
 
 The sessions differ in size, so samples/s alone mixes overhead with work: a sample's FLOPs
 (`NDT1.flops_per_sample(session=eid)`) grow with the session's units, and the shared embedding
@@ -44,6 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from mtm.data import SessionTensors  # noqa: E402
 from mtm.masking import make_mask, sample_scheme  # noqa: E402
 from mtm.runtime import keep_freed_memory  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rounds import order, summary as over_rounds  # noqa: E402
 from mtm.splits import SPLITS  # noqa: E402
 from mtm.device import autocast  # noqa: E402
 from mtm.train import TrainingRun  # noqa: E402
@@ -110,7 +115,7 @@ def train_step(run: TrainingRun, data: SessionTensors, trials: torch.Tensor, pre
     return dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
 
 
-def time_steps(run: TrainingRun, batches, n: int, *, timed: bool, records: list[dict]) -> None:
+def time_steps(run: TrainingRun, batches, n: int, *, timed: bool, records: list[dict], round_index: int = -1) -> None:
     for _ in range(n):
         data, trials = next(batches)
         cpu = time.process_time()
@@ -119,7 +124,7 @@ def time_steps(run: TrainingRun, batches, n: int, *, timed: bool, records: list[
             seconds = sum(phases.values())
             flops = len(trials) * run.model.flops_per_sample(session=data.eid, training=True)
             records.append(dict(phases, seconds=seconds, samples=len(trials), flops=flops,
-                                cpu=time.process_time() - cpu, eid=data.eid))  # fmt: skip
+                                cpu=time.process_time() - cpu, eid=data.eid, round=round_index))  # fmt: skip
 
 
 def parameter_counts(run: TrainingRun) -> tuple[int, int]:
@@ -146,7 +151,7 @@ def main() -> None:
     parser.add_argument("--model", choices=["paper", "demo"], default="paper")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first, per run")
-    parser.add_argument("--rounds", type=int, default=3, help="turns the runs take over the timed steps")
+    parser.add_argument("--rounds", type=int, default=5, help="turns the runs take over the timed steps")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--units", type=int, default=668, help="the single session; the mean of the others")
@@ -200,8 +205,8 @@ def main() -> None:
         time_steps(run, batches[name], args.warmup, timed=False, records=records[name])
     for r in range(args.rounds):
         n = args.steps // args.rounds + (r < args.steps % args.rounds)
-        for name, run in runs.items():
-            time_steps(run, batches[name], n, timed=True, records=records[name])
+        for name in order(list(runs), r):
+            time_steps(runs[name], batches[name], n, timed=True, records=records[name], round_index=r)
 
     print(f"\nmedian of {args.steps} steps per run after {args.warmup} warm-up steps, in {args.rounds} rounds")
     print(f"{'run':<7} {'samples/s':>9} {'GFLOP/sample':>12} {'GFLOP/s':>8} {'ms/step':>8} "
@@ -221,9 +226,15 @@ def main() -> None:
         if cpu_share < 0.9 * torch.get_num_threads():
             print(f"  warning: the process used {cpu_share:.2f} of {torch.get_num_threads()} cores while timed; "
                   "another process probably competed for the CPU")  # fmt: skip
+    def per_round(name: str, r: int, key: str) -> float:
+        steps = [s for s in records[name] if s["round"] == r]
+        if key == "samples/s":
+            return statistics.median(s["samples"] / s["seconds"] for s in steps)
+        return statistics.median(s["flops"] / s["seconds"] / 1e9 for s in steps)
+
     for key in ("samples/s", "GFLOP/s"):
-        ratio = summary["multi"][key] / summary["single"][key]
-        print(f"multi / single {key:<9}: {ratio:.3f} ({ratio - 1:+.1%})")
+        ratios = [per_round("multi", r, key) / per_round("single", r, key) for r in range(args.rounds)]
+        print(f"multi / single {key:<9}, per round: {over_rounds(ratios, '.3f')}")
     print("GFLOP/sample: the mean over the timed steps (multi: of the sessions the steps drew)")
 
 
