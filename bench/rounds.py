@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from mtm.device import cpu_has_fast_bf16, resolve_precision  # noqa: E402
+from mtm.device import cpu_has_fast_bf16  # noqa: E402
 
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "both")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -30,14 +30,14 @@ def precisions(requested: str, device: torch.device) -> tuple[list[str], str | N
     """The precisions to time, and a note when bf16 is left out.
 
     "auto": fp32, plus bf16 autocast where it runs in hardware (CUDA; a CPU with AVX512-BF16 or
-    AMX, `mtm.device.cpu_has_fast_bf16`), i.e. where the trainer's "auto" takes bf16; elsewhere
+    AMX, `mtm.device.cpu_has_fast_bf16`); elsewhere
     bf16 is emulated, tens of times slower than fp32. "both", "fp32", "bf16": as asked.
     """
     if requested == "both":
         return ["fp32", "bf16"], None
     if requested != "auto":
         return [requested], None
-    if resolve_precision("auto", device) == "bf16":
+    if device.type == "cuda" or cpu_has_fast_bf16():
         return ["fp32", "bf16"], None
     return ["fp32"], "bf16 not timed: this CPU has neither AVX512-BF16 nor AMX (--precision both to time it anyway)"
 

@@ -4,11 +4,14 @@ evaluation and the supervised heads, without importing any of them."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 
 import torch
 
 from mtm.vocabulary import PRECISIONS
+
+log = logging.getLogger(__name__)
 
 # x86 instruction sets that run bf16 matmuls in hardware, as /proc/cpuinfo names them; without
 # them torch emulates bf16 on the CPU, and a bf16 training step runs several times (up to ~100x)
@@ -48,13 +51,16 @@ def cpu_has_fast_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto": bf16 autocast on CUDA, and on a CPU that computes bf16 in hardware
-    (`cpu_has_fast_bf16`); fp32 everywhere else (emulated bf16 is far slower than fp32)."""
+    """"auto": bf16 autocast on CUDA, fp32 on the CPU, whatever the CPU: a run of the demo then
+    gives the same numbers on every laptop and CI machine (a CPU with AVX512-BF16 or AMX can be
+    asked for "bf16"). "bf16" on a CPU without them is kept, with a warning: it is emulated, and
+    a training step runs tens of times slower than in fp32."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if precision == "auto":
-        fast = device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
-        return "bf16" if fast else "fp32"
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+        log.warning("precision bf16 on a CPU without AVX512-BF16 or AMX: emulated, far slower than fp32")
     return precision
 
 

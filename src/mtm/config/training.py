@@ -45,8 +45,7 @@ class TrainConfig:
                      rate by mtm.train.PLATEAU_FACTOR, PLATEAU_CUTS times, and the next stall ends
                      the run (needs `patience`)
     batch_size in trials; lr: the peak learning rate
-    precision: "auto" (bf16 autocast on CUDA and on a CPU with AVX512-BF16 or AMX, else fp32; mtm.device),
-        "fp32" or "bf16"
+    precision: "auto" (bf16 autocast on CUDA, fp32 on the CPU; mtm.device), "fp32" or "bf16"
     device: "auto" (CUDA if available), or a torch device string
     loss: the training loss over scored entries, "mean" or "sum"
     selection: which epoch's weights are kept, "val-loss" or "psth-r2" (mtm.train's docstring)
