@@ -34,6 +34,7 @@ bench: setup
 	$(BIN)/python bench/bench_binning.py
 	$(BIN)/python bench/bench_load.py
 	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_stack.py --processes 2
 	$(BIN)/python bench/bench_cosmooth.py
 	$(BIN)/python bench/bench_pretrain.py
 	$(BIN)/python bench/bench_pretrain_scale.py
