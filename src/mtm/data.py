@@ -4,12 +4,18 @@ A session read with `SessionTensors.from_file` keeps only its labels in memory; 
 read from the file when a batch needs them, through a `CountsCache` shared by the sessions of a
 run, which holds the most recently used sessions' counts (uint8, as stored). Pretraining on
 hundreds of sessions thus holds a bounded amount of data whatever the number of sessions.
+
+When a run cycles through more sessions than the cache holds, each new session is a file read
+(about 0.1 s for 800 trials x 100 bins x 700 units). `SessionTensors.prefetch` (or
+`CountsCache.prefetch`) starts that read in a background thread, so that it overlaps the
+compute of the batches before it: Arrow releases the GIL while it decompresses.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -25,25 +31,83 @@ UNKNOWN_REGION = "unknown"  # a unit without an atlas label still needs a region
 
 
 class CountsCache:
-    """The counts of the `max_sessions` most recently used session files, as tensors."""
+    """The counts of the `max_sessions` most recently used session files, as tensors, and at
+    most one more: the session being read ahead (`prefetch`).
+
+    Reading ahead changes when a file is read, never what a `get` returns (the counts as stored)
+    nor which sessions the cache holds afterwards: a prefetched session enters the cache at its
+    `get`, as a read there would. Use it from one thread (the training loop); the reads ahead
+    run in one worker thread of its own.
+    """
 
     def __init__(self, max_sessions: int = 32) -> None:
         if max_sessions < 1:
             raise ValueError("a counts cache holds at least one session")
         self.max_sessions = max_sessions
         self._counts: OrderedDict[Path, torch.Tensor] = OrderedDict()
-        self.reads = 0  # file reads so far (for tests and benchmarks)
+        self._ahead: tuple[Path, Future[torch.Tensor]] | None = None  # the read ahead, if any
+        self._worker: ThreadPoolExecutor | None = None  # started by the first prefetch
+        self.reads = 0  # file reads so far, ahead or not (for tests and benchmarks)
 
     def get(self, path: Path) -> torch.Tensor:
+        """(n_trials, n_bins, n_units) counts of the session file `path`, read if not held."""
+        path = Path(path)
         if path in self._counts:
             self._counts.move_to_end(path)
             return self._counts[path]
-        counts = _tensor(read_counts(path))
-        self.reads += 1
+        if self._ahead is not None and self._ahead[0] == path:
+            future, self._ahead = self._ahead[1], None
+            counts = future.result()  # what the read raised (a CorruptFileError, ...) is raised here
+        else:
+            self._evict(keep=self.max_sessions - 1)  # before the read: a session read ahead may also be held
+            counts = _read_counts(path)
+            self.reads += 1
         self._counts[path] = counts
-        while len(self._counts) > self.max_sessions:
-            self._counts.popitem(last=False)
+        self._evict(keep=self.max_sessions)
         return counts
+
+    def prefetch(self, path: Path) -> None:
+        """Start reading the session file `path` in the background, unless the cache holds it or
+        already reads it. A session read ahead and not yet taken by `get` is dropped (the newest
+        hint is the one to follow): the cache holds at most `max_sessions` + 1 sessions' counts."""
+        path = Path(path)
+        if path in self._counts or (self._ahead is not None and self._ahead[0] == path):
+            return
+        self._drop_ahead()
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="counts-prefetch")
+        # one worker: a dropped read still running finishes (and is freed) before this one starts
+        self._ahead = (path, self._worker.submit(_read_counts, path))
+        self.reads += 1
+
+    def close(self) -> None:
+        """Drop the session read ahead and stop the worker thread (waiting for a running read)."""
+        self._drop_ahead()
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+
+    @property
+    def held(self) -> int:
+        """Sessions whose counts are held: in the cache, and read ahead (finished or not)."""
+        return len(self._counts) + (self._ahead is not None)
+
+    def _drop_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead[1].cancel()  # no effect on a running read; its result is freed when it ends
+            self._ahead = None
+
+    def _evict(self, keep: int) -> None:
+        while len(self._counts) > keep:
+            self._counts.popitem(last=False)
+
+
+def _read_counts(path: Path) -> torch.Tensor:
+    return _tensor(read_counts(path))
+
+
+def _nothing_to_read() -> None:
+    """The prefetch of a session whose counts are in memory."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +129,7 @@ class SessionTensors:
     splits: dict[str, torch.Tensor]
     shape: tuple[int, int, int]
     source: Callable[[], torch.Tensor]
+    prefetcher: Callable[[], None] = _nothing_to_read  # starts reading `counts` ahead (`prefetch`)
 
     @classmethod
     def from_session(cls, session: SessionData, *, region_level: str = "beryl") -> SessionTensors:
@@ -77,10 +142,13 @@ class SessionTensors:
         """A binned session file whose counts are read on use, through `cache`."""
         path = Path(path)
         header = read_session_header(path)
-        return cls._labelled(header, lambda: cache.get(path), region_level)
+        return cls._labelled(header, lambda: cache.get(path), region_level, prefetcher=lambda: cache.prefetch(path))
 
     @classmethod
-    def _labelled(cls, header: SessionHeader, source: Callable[[], torch.Tensor], region_level: str) -> SessionTensors:
+    def _labelled(
+        cls, header: SessionHeader, source: Callable[[], torch.Tensor], region_level: str,
+        prefetcher: Callable[[], None] = _nothing_to_read,
+    ) -> SessionTensors:  # fmt: skip
         if region_level not in REGION_LEVELS:
             raise ValueError(f"region_level must be one of {REGION_LEVELS}, not {region_level!r}")
         acronyms = header.units[region_level].fillna(UNKNOWN_REGION).astype(str).to_numpy()
@@ -94,11 +162,18 @@ class SessionTensors:
             splits={name: torch.from_numpy(np.flatnonzero(split == name)) for name in SPLITS},
             shape=header.shape,
             source=source,
+            prefetcher=prefetcher,
         )
 
     @property
     def counts(self) -> torch.Tensor:
         return self.source()
+
+    def prefetch(self) -> None:
+        """Start reading this session's counts in the background, if they are read from a file
+        and not cached, so that a later `counts` finds them read: call it a batch or more
+        before the batch of this session. A session in memory has nothing to read."""
+        self.prefetcher()
 
     @property
     def n_trials(self) -> int:
