@@ -13,6 +13,7 @@ compute of the batches before it: Arrow releases the GIL while it decompresses.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,10 +35,10 @@ class CountsCache:
     """The counts of the `max_sessions` most recently used session files, as tensors, and at
     most one more: the session being read ahead (`prefetch`).
 
-    Reading ahead changes when a file is read, never what a `get` returns (the counts as stored)
-    nor which sessions the cache holds afterwards: a prefetched session enters the cache at its
-    `get`, as a read there would. Use it from one thread (the training loop); the reads ahead
-    run in one worker thread of its own.
+    Reading ahead changes when a file is read, never what a `get` returns (the counts as stored),
+    nor, when each session read ahead is the next one got, which sessions the cache holds
+    afterwards. Use it from one thread (the training loop); the reads ahead run in one worker
+    thread of its own.
     """
 
     def __init__(self, max_sessions: int = 32) -> None:
@@ -52,39 +53,39 @@ class CountsCache:
     def get(self, path: Path) -> torch.Tensor:
         """(n_trials, n_bins, n_units) counts of the session file `path`, read if not held."""
         path = Path(path)
+        if self._ahead is not None and self._ahead[0] == path:
+            self._take_ahead()  # what its read raised (a CorruptFileError, ...) is raised here
         if path in self._counts:
             self._counts.move_to_end(path)
             return self._counts[path]
-        if self._ahead is not None and self._ahead[0] == path:
-            future, self._ahead = self._ahead[1], None
-            counts = future.result()  # what the read raised (a CorruptFileError, ...) is raised here
-        else:
-            self._evict(keep=self.max_sessions - 1)  # before the read: a session read ahead may also be held
-            counts = _read_counts(path)
-            self.reads += 1
-        self._counts[path] = counts
-        self._evict(keep=self.max_sessions)
+        self._evict(keep=self.max_sessions - 1)  # before the read: a session read ahead may also be held
+        counts = _read_counts(path)
+        self.reads += 1
+        self._keep(path, counts)
         return counts
 
     def prefetch(self, path: Path) -> None:
         """Start reading the session file `path` in the background, unless the cache holds it or
-        already reads it. A session read ahead and not yet taken by `get` is dropped (the newest
-        hint is the one to follow): the cache holds at most `max_sessions` + 1 sessions' counts."""
+        already reads it. A session read ahead before, and not yet got, is first taken into the
+        cache (waiting for its read), as its `get` would: so a loop may hint the next session
+        before or after it gets the current one, and the cache holds at most `max_sessions` + 1
+        sessions' counts (the cache, and the one read ahead)."""
         path = Path(path)
         if path in self._counts or (self._ahead is not None and self._ahead[0] == path):
             return
-        self._drop_ahead()
+        if self._ahead is not None:
+            with contextlib.suppress(Exception):  # a failed read is read again, and raises, at its get
+                self._take_ahead()
         if self._worker is None:
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="counts-prefetch")
-        # one worker: a dropped read still running finishes (and is freed) before this one starts
         self._ahead = (path, self._worker.submit(_read_counts, path))
         self.reads += 1
 
     def close(self) -> None:
         """Drop the session read ahead and stop the worker thread (waiting for a running read)."""
-        self._drop_ahead()
+        self._ahead = None
         if self._worker is not None:
-            self._worker.shutdown(wait=True)
+            self._worker.shutdown(wait=True, cancel_futures=True)
             self._worker = None
 
     @property
@@ -92,10 +93,14 @@ class CountsCache:
         """Sessions whose counts are held: in the cache, and read ahead (finished or not)."""
         return len(self._counts) + (self._ahead is not None)
 
-    def _drop_ahead(self) -> None:
-        if self._ahead is not None:
-            self._ahead[1].cancel()  # no effect on a running read; its result is freed when it ends
-            self._ahead = None
+    def _take_ahead(self) -> None:
+        """Move the session read ahead into the cache, once read."""
+        (path, future), self._ahead = self._ahead, None
+        self._keep(path, future.result())
+
+    def _keep(self, path: Path, counts: torch.Tensor) -> None:
+        self._counts[path] = counts
+        self._evict(keep=self.max_sessions)
 
     def _evict(self, keep: int) -> None:
         while len(self._counts) > keep:
