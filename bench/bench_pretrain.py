@@ -72,10 +72,8 @@ def synthetic_session(eid: str, n_units: int, args, generator: torch.Generator) 
         region_level="beryl",
         splits={name: torch.arange(a, b) for name, a, b in zip(SPLITS, starts, starts[1:])},
     )
-    if "source" in SessionTensors.__dataclass_fields__:  # counts read on access, uint8 as stored in files
-        counts = counts.to(torch.uint8)
-        return SessionTensors(**labels, shape=tuple(counts.shape), source=lambda: counts)
-    return SessionTensors(**labels, counts=counts)  # counts held as float32
+    counts = counts.to(torch.uint8)  # as stored in binned files
+    return SessionTensors(**labels, shape=tuple(counts.shape), source=lambda: counts)
 
 
 def batch_stream(run: TrainingRun) -> Iterator[tuple[SessionTensors, torch.Tensor]]:

@@ -299,7 +299,11 @@ def train_epoch(run: TrainingRun, precision: str, bar=None) -> float:
     config, world = run.config, run.world
     run.model.train()
     total, count = 0.0, 0
-    for data, trials in run.epoch_batches(run.generators["data"]):
+    batches = run.epoch_batches(run.generators["data"])
+    for i, (data, trials) in enumerate(batches):
+        if i + 1 < len(batches):
+            # pretraining on more sessions than the cache holds: the next batch's is read while this one computes
+            batches[i + 1][0].prefetch()
         if data.eid in run.pending_bias:
             run.model.init_readout_bias(data.mean_counts("train"), data.eid)
             run.pending_bias.remove(data.eid)
