@@ -21,10 +21,12 @@ run: setup
 	$(BIN)/snakemake --cores $(CORES) results/figures/all.done
 
 ## test: unit tests and the tiny end-to-end workflow. Test files run side by side (pytest-xdist,
-## a file per worker): the SLURM scenario mostly waits on the scheduler's polling, and the
-## other files use that time: it is collected first (tests/conftest.py) and kept first.
+## a file per worker, one worker more than cores, at most 4): the SLURM scenario mostly waits on
+## the scheduler's polling, and the other files use that time: it is collected first
+## (tests/conftest.py) and kept first.
+TEST_WORKERS := $(shell n=$$(( $(CORES) + 1 )); [ $$n -gt 4 ] && n=4; echo $$n)
 test: setup
-	$(BIN)/python -m pytest -q --numprocesses auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -q --numprocesses $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 ## test-science: the claims, held on small models trained long enough to make them (minutes; CI runs it)
 test-science: setup

@@ -113,11 +113,11 @@ def test_the_workflow_trains_a_sessions_models_in_one_stack_job_and_reruns_one(t
 
     wd = copy_workflow(tmp_path)
     eid = "d57df551-6dcb-4242-9c72-b806cff5613a"
-    stack = ["--config", "training={stack: scheme, schemes: {ndt1: [temporal, neuron, mtm-prompt], ndt2: [mtm-prompt]}}"]
+    stack = ["--config", "training={stack: scheme, schemes: {ndt1: [temporal, neuron], ndt2: [mtm-prompt]}}"]
     targets = [f"results/models/ndt1/{s}/single/{eid}/seed-0/config.json" for s in ("temporal", "neuron")]
     result = snakemake(wd, *targets, *stack, "--quiet", "rules")
     assert re.search(r"train_stack_ndt1\s+1\b", result.stderr) and "train_single" not in result.stderr, result.stderr
-    for scheme in ("temporal", "neuron", "mtm-prompt"):
+    for scheme in ("temporal", "neuron"):
         folder = wd / f"results/models/ndt1/{scheme}/single/{eid}/seed-0"
         assert sorted(p.name for p in folder.iterdir()) == ["config.json", "log.csv", "model.safetensors"]
     stacked = wd / f"results/models/ndt1/neuron/single/{eid}/seed-0"
