@@ -27,7 +27,9 @@ TOLERANCE = dict(rtol=1e-4, atol=1e-5)
 
 @pytest.fixture(scope="module")
 def data(binned) -> SessionTensors:
-    return SessionTensors.from_session(load_session(binned["usable"]))
+    """The demo session with 64 train and 32 val trials: two batches an epoch."""
+    full = SessionTensors.from_session(load_session(binned["usable"]))
+    return dataclasses.replace(full, splits={"train": full.splits["train"][:64], "val": full.splits["val"][:32]})
 
 
 # NDT2 of demo size costs five times NDT1 per step on the CPU: fewer schemes, one epoch
