@@ -57,6 +57,7 @@ from rounds import (  # noqa: E402
     machine,
     order,
     precisions,
+    set_up_device,
     summary,
     synchronize,
 )
@@ -332,11 +333,7 @@ def main() -> None:
     parser.add_argument("--malloc", choices=["reuse", "default"], default="reuse", help="see keep_freed_memory")
     args = parser.parse_args()
     reuse = args.malloc == "reuse" and keep_freed_memory()
-    device = torch.device(args.device)
-    if device.type == "cpu" and args.threads:
-        torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 here, on both devices
+    device = set_up_device(args.device, args.threads)
     if args.batch is None:
         args.batch = bench_config(args, "ndt1", "fp32", device).batch_size
 

@@ -42,6 +42,17 @@ def precisions(requested: str, device: torch.device) -> tuple[list[str], str | N
     return ["fp32"], "bf16 not timed: this CPU has neither AVX512-BF16 nor AMX (--precision both to time it anyway)"
 
 
+def set_up_device(name: str, threads: int) -> torch.device:
+    """The benchmarked device: torch's threads on the CPU (0: torch's default), and no TF32 on
+    CUDA, so that fp32 means fp32 on both devices."""
+    device = torch.device(name)
+    if device.type == "cpu" and threads:
+        torch.set_num_threads(threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return device
+
+
 def machine(device: torch.device) -> str:
     """The device in words, with what decides the precisions."""
     if device.type == "cuda":
